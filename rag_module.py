@@ -1,0 +1,138 @@
+"""Answers: passages retrieved from the knowledge base, a prompt that fits the model, the answer streamed.
+
+When no passage reaches the relevance threshold the assistant says it does not know, in the question's
+language, without calling the model: a small model asked without context invents an answer.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from config import ApprentiError, Settings
+
+# Measured on the bundled 135M model: a short user turn with the passages first answers best; a system
+# prompt or passage ids in the text made it drift (ids were echoed as answers).
+PROMPT = "{passages}\n\nUsing the text above, answer briefly: {question}"
+REFUSALS = {
+    "en": "I don't know: nothing in the knowledge base answers this.",
+    "fr": "Je ne sais pas : rien dans la base de connaissances ne répond à cette question.",
+}
+FRENCH_MARKERS = set("le la les un une des du de est sont quel quelle quels quelles qui que quoi où pourquoi "
+                     "comment combien avec pour dans sur pas ne et ou au aux ce cette ces je tu il elle nous "
+                     "vous ils elles mon ma mes son sa ses leur qu'est-ce c'est".split())
+ENGLISH_MARKERS = set("the a an is are was were what which who whom where why how when does do did of in on "
+                      "for with and or to this that these those i you he she we they my your its their".split())
+
+
+def question_language(text: str) -> str:
+    """'fr' or 'en', by counting common words (and accents, which English rarely has)."""
+    words = re.findall(r"[\w'-]+", text.lower())
+    french = sum(word in FRENCH_MARKERS for word in words) + len(re.findall(r"[éèêàùçôîœ]", text.lower()))
+    english = sum(word in ENGLISH_MARKERS for word in words)
+    return "fr" if french > english else "en"
+
+
+@dataclass
+class Source:
+    id: str
+    score: float
+    text: str
+    doc_id: str = field(default="", repr=False)
+
+
+@dataclass
+class Answer:
+    answer: str
+    refused: bool
+    model: str | None
+    sources: list[Source]
+
+    def to_json(self) -> dict:
+        result = asdict(self)
+        result["sources"] = [{"id": s.id, "score": s.score, "text": s.text} for s in self.sources]
+        return result
+
+
+class Assistant:
+    """The models and the knowledge base, loaded on first use and kept for every later question."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._model = None
+        self._knowledge_base = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            from models import ChatModel, choose_chat_model
+            self._model = ChatModel(choose_chat_model(self.settings))
+        return self._model
+
+    @property
+    def knowledge_base(self):
+        if self._knowledge_base is None:
+            from knowledge_base import KnowledgeBase
+            self._knowledge_base = KnowledgeBase.open(self.settings)
+        return self._knowledge_base
+
+    def reload_model(self) -> None:
+        """Forget the loaded model, so the next question loads the newest fine-tuned one."""
+        self._model = None
+
+    def retrieve(self, question: str, k: int | None = None) -> list[Source]:
+        retriever = self.knowledge_base.retriever(k or self.settings.top_k, self.settings.relevance_threshold)
+        return [Source(d.id, d.metadata["score"], d.page_content, d.metadata["doc_id"])
+                for d in retriever.invoke(question)]
+
+    def ask(self, question: str, k: int | None = None, use_rag: bool = True,
+            on_text: Callable[[str], None] = lambda piece: None) -> Answer:
+        """Answer `question`, passing each piece of the answer to `on_text` as it is generated."""
+        question = question.strip()
+        sources = self.retrieve(question, k) if use_rag else []
+        if use_rag and not sources:
+            refusal = REFUSALS[question_language(question)]
+            on_text(refusal)
+            return Answer(refusal, True, None, [])  # no model was asked
+        input_ids, sources = self.fit_prompt(question, sources, use_rag)
+        pieces = []
+        for piece in self.model.stream(input_ids, self.answer_tokens):
+            pieces.append(piece)
+            on_text(piece)
+        return Answer("".join(pieces).strip(), False, self.model.name, sources)
+
+    def complete(self, text: str, on_text: Callable[[str], None] = lambda piece: None) -> str:
+        """The model's plain continuation of `text`, without chat template: what fine-tuning taught shows here."""
+        room = self.model.context_window - self.answer_tokens
+        pieces = []
+        for piece in self.model.stream(self.model.text_ids(text)[-room:], self.answer_tokens):
+            pieces.append(piece)
+            on_text(piece)
+        return "".join(pieces)
+
+    @property
+    def answer_tokens(self) -> int:
+        # Half the window at most, so a small-window model keeps room for the question.
+        return min(self.settings.max_new_tokens, self.model.context_window // 2)
+
+    def fit_prompt(self, question: str, sources: list[Source], use_rag: bool) -> tuple[list[int], list[Source]]:
+        """The prompt's token ids, within the context window less the answer's room: the least relevant
+        passages go first, then the start of an overlong question."""
+        budget = self.model.context_window - self.answer_tokens
+        while True:
+            input_ids = self.model.chat_ids(prompt_messages(question, sources, use_rag))
+            if len(input_ids) <= budget:
+                return input_ids, sources
+            if sources:
+                sources = sources[:-1]
+            elif len(question) < 4:
+                raise ApprentiError("the model's context window is too small for any prompt")
+            else:
+                question = question[len(question) // 4:]
+
+
+def prompt_messages(question: str, sources: list[Source], use_rag: bool) -> list[dict]:
+    if not use_rag:
+        return [{"role": "user", "content": question}]
+    passages = "\n\n".join(source.text for source in sources)
+    return [{"role": "user", "content": PROMPT.format(passages=passages, question=question)}]
