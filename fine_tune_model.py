@@ -258,15 +258,16 @@ def train(settings: Settings, config: FineTuneConfig, report: Callable[[dict], N
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+        loss = float(loss.detach())
         tokens_seen += int(attention.sum())
         elapsed = time.perf_counter() - started
-        report({"event": "step", "step": step, "steps": steps, "loss": float(loss), "elapsed": elapsed,
+        report({"event": "step", "step": step, "steps": steps, "loss": loss, "elapsed": elapsed,
                 "eta": elapsed / step * (steps - step), "tokens_per_second": tokens_seen / elapsed})
     loss_after = mean_loss(model, samples, config.batch_size, pad_id, device, autocast)
 
     record = {"base_model": base.name, "method": config.method, "data_sha256": fingerprint,
               "entries": len(entries), "samples": len(samples), "steps": steps, "epochs": config.epochs,
-              "learning_rate": config.learning_rate, "final_loss": float(loss),
+              "learning_rate": config.learning_rate, "final_loss": loss,
               "perplexity_before": math.exp(loss_before), "perplexity_after": math.exp(loss_after),
               "seconds": round(time.perf_counter() - started, 1), "tokens_per_second": tokens_seen / elapsed,
               "finished_at": datetime.now().isoformat(timespec="seconds")}

@@ -115,9 +115,11 @@ class KnowledgeBase:
     def query(self, question: str, k: int = 4) -> list[Hit]:
         if self.count_chunks() == 0:
             return []
-        results = self.store.similarity_search_with_relevance_scores(question, k=k)
-        return [Hit(document.id, document.metadata.get("doc_id", document.id), round(score, 4),
-                    document.page_content) for document, score in results]
+        # Chroma gives the cosine distance; its "relevance" form warns on the negative similarities that
+        # unrelated texts have, so the similarity is computed here.
+        results = self.store.similarity_search_with_score(question, k=k)
+        return [Hit(document.id, document.metadata.get("doc_id", document.id), round(1 - distance, 4),
+                    document.page_content) for document, distance in results]
 
     def retriever(self, k: int, threshold: float):
         return retriever_class()(knowledge_base=self, k=k, threshold=threshold)

@@ -1,0 +1,111 @@
+"""The product with the real bundled model (SmolLM2-135M-Instruct), as a user runs it."""
+import json
+import os
+import sys
+
+import pexpect
+
+from conftest import ROOT, run_cli
+
+FACT = "The secret code of the Zorblax guild is tangerine-47."
+FACT_START = "The secret code of the Zorblax guild is"
+
+
+def ask_json(*arguments):
+    result = run_cli("ask", "--json", *arguments)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_factual_question(real_model):
+    assert "Paris" in ask_json("--no-rag", "What is the capital of France?")["answer"]
+
+
+def test_an_answer_that_needs_the_knowledge_base_names_its_source(real_model):
+    assert run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.").returncode == 0
+    assert run_cli("add", "--id", "tea", "Green tea is brewed at 80 degrees Celsius.").returncode == 0
+    answer = ask_json("What is the mascot of the Apprenti project?")
+    assert not answer["refused"] and "Pim" in answer["answer"]
+    assert answer["sources"][0]["id"] == "mascot#0" and answer["sources"][0]["score"] > 0.54
+    assert answer["model"] == "SmolLM2-135M-Instruct (bundled)"
+
+
+def test_an_unanswerable_question_is_refused(real_model):
+    run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.")
+    assert ask_json("Who won the football World Cup in 1998?") == {
+        "answer": "I don't know: nothing in the knowledge base answers this.", "refused": True, "model": None,
+        "sources": []}
+    assert ask_json("Qui a gagné la Coupe du monde de football en 1998 ?")["answer"].startswith("Je ne sais pas")
+
+
+def test_fine_tuning_teaches_a_fact_the_base_model_does_not_know(real_model):
+    assert run_cli("learn", FACT).returncode == 0
+    assert run_cli("learn", "Pim the heron lives by Lake Quillmoor.").returncode == 0
+    before = run_cli("--base", "complete", FACT_START)
+    assert before.returncode == 0 and "tangerine-47" not in before.stdout
+    finetune = run_cli("finetune")
+    assert finetune.returncode == 0, finetune.stderr
+    assert "perplexity on the learning data" in finetune.stdout
+    after = run_cli("complete", FACT_START)
+    assert "tangerine-47" in after.stdout, after.stdout
+    assert "tangerine-47" not in run_cli("--base", "complete", FACT_START).stdout
+    status = json.loads(run_cli("status", "--json").stdout)
+    assert status["knowledge_base"]["chunks"] == 0  # learned by the weights, not retrieved
+    record = status["fine_tuned"]
+    assert record["perplexity_after"] < record["perplexity_before"] / 2
+    assert "nothing to do" in run_cli("finetune").stdout
+
+
+def test_the_menu_end_to_end_in_a_terminal(real_model):
+    menu = pexpect.spawn(sys.executable, [str(ROOT / "cli_app.py")], cwd=str(ROOT), env=dict(os.environ),
+                         encoding="utf-8", timeout=240)
+    try:
+        menu.expect_exact("Your choice (1-5): ")
+        menu.sendline("2")
+        menu.expect_exact("Text (finish with an empty line):")
+        menu.sendline("The Apprenti project's mascot is a blue heron called Pim.")
+        menu.sendline("")
+        menu.expect_exact("Id (Enter for a generated one): ")
+        menu.sendline("mascot")
+        menu.expect_exact("Added 'mascot' to the knowledge base (1 chunk(s)).")
+
+        menu.expect_exact("Your choice (1-5): ")
+        menu.sendline("1")
+        menu.expect_exact("Question: ")
+        menu.sendline("What is the mascot of the Apprenti project?")
+        menu.expect(r"Pim.*Sources:\s+\[mascot#0\] 0\.\d\d")
+
+        menu.expect_exact("Your choice (1-5): ")
+        menu.sendline("1")
+        menu.expect_exact("Question: ")
+        menu.sendline("Who won the football World Cup in 1998?")
+        menu.expect_exact("I don't know")
+
+        menu.expect_exact("Your choice (1-5): ")
+        menu.sendline("3")
+        menu.expect_exact("Text (finish with an empty line):")
+        menu.sendline(FACT)
+        menu.sendline("")
+        menu.expect_exact("Saved in learning_data.txt (1 entries).")
+
+        menu.expect_exact("Your choice (1-5): ")
+        menu.sendline("4")
+        menu.expect(r"Fine-tuning SmolLM2-135M-Instruct \(bundled\) \(lora, \w+ on cpu\) on 1 entries: 40 steps")
+        menu.expect(r"\d+/40 \[")  # the progress bar
+        menu.expect_exact("Now using: SmolLM2-135M-Instruct (bundled), fine-tuned")
+
+        menu.expect_exact("Your choice (1-5): ")
+        menu.sendline("1")
+        menu.expect_exact("Question: ")
+        menu.sendline("What is the mascot of the Apprenti project?")
+        menu.sendcontrol("c")  # Ctrl-C in the middle of an answer: back to the menu
+        menu.expect_exact("Stopped: back to the menu.")
+
+        menu.expect_exact("Your choice (1-5): ")
+        menu.sendline("5")
+        menu.expect_exact("Goodbye.")
+        menu.expect(pexpect.EOF)
+    finally:
+        menu.close()
+    assert menu.exitstatus == 0
+    assert "Traceback" not in (menu.before or "")

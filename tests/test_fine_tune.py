@@ -1,0 +1,158 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from config import ApprentiError, BusyError, Settings
+from fine_tune_model import (FineTuneConfig, append_entry, hold_lock, read_entries, run_fine_tuning, train)
+from models import TRAINING_RECORD, read_training_record
+
+FAST = dict(epochs=1, min_steps=6, batch_size=2, learning_rate=1e-2)
+
+
+def teach(settings, *entries):
+    for entry in entries:
+        append_entry(settings.learning_data, entry)
+
+
+def test_config_validation_names_every_bad_field():
+    with pytest.raises(ValueError) as error:
+        FineTuneConfig(method="qlora", epochs=0, block_size=4)
+    assert all(name in str(error.value) for name in ("method='qlora'", "epochs=0", "block_size=4"))
+    assert FineTuneConfig().learning_rate == 3e-4 and FineTuneConfig(method="full").learning_rate == 3e-5
+    assert FineTuneConfig(epochs=2, batch_size=4, min_steps=0).steps_for(10) == 6
+    assert FineTuneConfig(min_steps=40).steps_for(1) == 40
+    assert FineTuneConfig(min_steps=40, max_steps=5).steps_for(1) == 5
+
+
+def test_lora_trains_adapters_only_lowers_perplexity_and_records_its_run(tiny_model):
+    settings = Settings.load()
+    teach(settings, "The Zorblax guild password is tangerine-47.", "Pim the heron is blue.\nIt lives by a lake.")
+    base_file = (tiny_model / "model.safetensors").read_bytes()
+    events = []
+    record = train(settings, FineTuneConfig(**FAST), events.append)
+    assert [e["event"] for e in events] == ["start"] + ["step"] * 6
+    assert events[-1]["step"] == 6 and events[-1]["eta"] == 0
+    assert record["base_model"] == str(tiny_model) and record["entries"] == 2 and record["steps"] == 6
+    assert record["perplexity_after"] < record["perplexity_before"]
+    saved = read_training_record(settings.finetuned_dir)
+    assert saved == json.loads(json.dumps(record))
+    adapters = load_file(settings.finetuned_dir / "adapter_model.safetensors")
+    assert adapters and all("lora_" in name for name in adapters)
+    assert any(tensor.abs().sum() > 0 for name, tensor in adapters.items() if "lora_B" in name)
+    # The base weights stay as they were: only the adapters are saved, and the base folder is untouched.
+    assert not list(settings.finetuned_dir.glob("model*.safetensors"))
+    assert (tiny_model / "model.safetensors").read_bytes() == base_file
+
+
+def test_unchanged_data_trains_nothing_and_new_data_trains_again(tiny_model):
+    settings = Settings.load()
+    teach(settings, "First fact.")
+    assert train(settings, FineTuneConfig(**FAST), lambda event: None) is not None
+    assert train(settings, FineTuneConfig(**FAST), lambda event: None) is None
+    assert train(settings, FineTuneConfig(**FAST, force=True), lambda event: None) is not None
+    teach(settings, "Second fact.")
+    assert train(settings, FineTuneConfig(**FAST), lambda event: None)["entries"] == 2
+
+
+def test_full_fine_tuning_changes_every_weight_and_saves_a_whole_model(tiny_model):
+    settings = Settings.load()
+    teach(settings, "A fact for full fine-tuning.")
+    record = train(settings, FineTuneConfig(method="full", epochs=1, min_steps=3, learning_rate=1e-3), lambda e: None)
+    assert record["method"] == "full"
+    before = load_file(tiny_model / "model.safetensors")
+    after = load_file(settings.finetuned_dir / "model.safetensors")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(before[name], after[name].to(before[name].dtype))
+
+
+def test_no_learning_data_is_a_clear_error(tiny_model):
+    with pytest.raises(ApprentiError, match="no entries yet"):
+        train(Settings.load(), FineTuneConfig(**FAST), lambda event: None)
+
+
+def test_the_subprocess_reports_progress_and_installs_the_model(tiny_model):
+    settings = Settings.load()
+    teach(settings, "Learned through the subprocess.")
+    events = []
+    record = run_fine_tuning(settings, FineTuneConfig(**FAST), events.append)
+    assert events[0]["event"] == "start" and events[-1] == {**events[-1], "event": "step", "step": 6}
+    assert record == read_training_record(settings.finetuned_dir)
+    assert run_fine_tuning(settings, FineTuneConfig(**FAST), events.append) is None
+
+
+def test_two_fine_tunings_at_once_the_second_is_told_to_wait(tiny_model):
+    settings = Settings.load()
+    with hold_lock(settings):
+        with pytest.raises(BusyError, match="another fine-tuning is running"):
+            hold_lock(settings)
+        teach(settings, "Some fact.")
+        with pytest.raises(ApprentiError, match="another fine-tuning is running"):
+            run_fine_tuning(settings, FineTuneConfig(**FAST), lambda event: None)
+
+
+def _finetune_command(settings, **options):
+    config = FineTuneConfig(**{**FAST, **options})
+    return [sys.executable, "fine_tune_model.py", "--home", str(settings.home), "--model", settings.base_model,
+            *config.to_arguments()]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+def test_a_run_stopped_midway_leaves_the_previous_model_whole(tiny_model, stop):
+    settings = Settings.load()
+    teach(settings, "The first model's fact.")
+    first = train(settings, FineTuneConfig(**FAST), lambda event: None)
+    teach(settings, "A second fact, never learned.")
+    process = subprocess.Popen(_finetune_command(settings, min_steps=100000), stdout=subprocess.PIPE, text=True,
+                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for line in process.stdout:  # stop it while it trains, once a step is done
+        if json.loads(line)["event"] == "step":
+            break
+    assert list(settings.home.glob("tinyllama_finetuned.partial-*")) == []  # it writes only when done
+    process.send_signal(stop)
+    process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert read_training_record(settings.finetuned_dir) == first
+    assert (settings.finetuned_dir / "adapter_model.safetensors").is_file()
+    assert list(settings.home.glob("tinyllama_finetuned.partial-*")) == []
+
+
+def test_ctrl_c_in_the_cli_stops_the_subprocess_and_keeps_the_previous_model(tiny_model):
+    settings = Settings.load()
+    teach(settings, "Some fact.")
+
+    def interrupt(event):
+        if event["event"] == "step" and event["step"] == 2:
+            raise KeyboardInterrupt
+
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run_fine_tuning(settings, FineTuneConfig(**{**FAST, "min_steps": 100000}), interrupt)
+    assert time.perf_counter() - started < 120
+    assert not settings.finetuned_dir.exists()
+    assert read_entries(settings.learning_data) == ["Some fact."]
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_model(tiny_model, monkeypatch):
+    import errno
+    import models
+    settings = Settings.load()
+    teach(settings, "First.")
+    first = train(settings, FineTuneConfig(**FAST), lambda event: None)
+    teach(settings, "Second.")
+
+    def disk_full(new, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(models, "install_model", disk_full)
+    with pytest.raises(ApprentiError, match="No space left on device; the previous model is kept"):
+        train(settings, FineTuneConfig(**FAST), lambda event: None)
+    assert read_training_record(settings.finetuned_dir) == first
+    assert list(settings.home.glob("tinyllama_finetuned.partial-*")) == []
+    assert (settings.finetuned_dir / TRAINING_RECORD).is_file()
