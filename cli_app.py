@@ -180,7 +180,7 @@ def menu_ask(assistant, texts: dict) -> None:
     if not question:
         print(texts["empty"])
         return
-    if assistant._model is None:
+    if not assistant.model_loaded:
         print(texts["loading"], flush=True)
     answer = assistant.ask(check_size(question), on_text=print_chunk)
     print()

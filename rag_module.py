@@ -76,6 +76,10 @@ class Assistant:
             self._knowledge_base = KnowledgeBase.open(self.settings)
         return self._knowledge_base
 
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
+
     def reload_model(self) -> None:
         """Forget the loaded model, so the next question loads the newest fine-tuned one."""
         self._model = None

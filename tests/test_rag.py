@@ -21,7 +21,7 @@ def test_nothing_relevant_means_i_dont_know_without_calling_the_model(tiny_model
     streamed = []
     answer = assistant.ask("Who won the football World Cup in 1998?", on_text=streamed.append)
     assert answer.refused and answer.answer == REFUSALS["en"] and answer.sources == []
-    assert answer.model is None and assistant._model is None
+    assert answer.model is None and not assistant.model_loaded
     assert "".join(streamed) == answer.answer
     assert assistant.ask("Qui a gagné la Coupe du monde de football en 1998 ?").answer == REFUSALS["fr"]
 
