@@ -3,11 +3,14 @@
 Without a command, the menu. With one, the same actions for scripts:
   ask QUESTION        answer from the knowledge base, with its sources (--json, -k N, --no-rag)
   add TEXT            add knowledge (--id ID, --replace, --file PATH; TEXT '-' reads stdin)
+  ingest PATH...      add files and folders (.txt .md .html .pdf .docx .jsonl); again: only what changed
+  search QUERY        the ranked passages, without an answer (--json, -k N; QUERY '-': one query a line)
   learn TEXT          append learning data to learning_data.txt (--file PATH; TEXT '-' reads stdin)
   finetune            fine-tune the model on all learning data, then use it
   complete TEXT       the model's plain continuation of TEXT (what fine-tuning taught shows here)
   status              models, knowledge base and learning data
-  list / delete ID    the knowledge base's documents; remove one
+  list / export       the knowledge base's documents, as a table / as JSONL (--chunks: every chunk)
+  delete ID           remove a document from the knowledge base
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import json
 import os
 import sys
 import traceback
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
@@ -27,9 +31,11 @@ TEXTS = {
     "en": {
         "menu": ["Ask a question", "Add knowledge (ChromaDB)",
                  "Give learning data (learning_data.txt)",
-                 "Update the model with the new data (fine-tuning)", "Quit"],
-        "choice": "Your choice (1-5): ",
-        "bad_choice": "Please type a number from 1 to 5.",
+                 "Update the model with the new data (fine-tuning)", "Quit",
+                 "Add documents: a file or a folder (.txt .md .html .pdf .docx .jsonl)"],
+        "choice": "Your choice (1-6): ",
+        "bad_choice": "Please type a number from 1 to 6.",
+        "path": "File or folder: ",
         "question": "Question: ",
         "empty": "Nothing typed: back to the menu.",
         "text": "Text (finish with an empty line):",
@@ -44,14 +50,20 @@ TEXTS = {
         "unchanged": "No new learning data since the last fine-tuning: nothing to do.",
         "finetuned": "Fine-tuned in {seconds:.0f} s: perplexity on the learning data {before:.2f} -> {after:.2f}.",
         "now_using": "Now using: {model}",
+        "ingested": "Documents: {added} added, {updated} updated, {unchanged} unchanged, {removed} removed "
+                    "({chunks} chunks written).",
+        "skipped": "Skipped ({count}):",
+        "gone": "{count} document(s) whose file is gone were kept: ingest again with --prune to remove them.",
         "bye": "Goodbye.",
     },
     "fr": {
         "menu": ["Poser une question", "Ajouter une connaissance (ChromaDB)",
                  "Fournir des données pour l'apprentissage (fichier learning_data.txt)",
-                 "Mettre à jour le modèle avec les nouvelles données (fine-tuning)", "Quitter"],
-        "choice": "Votre choix (1-5) : ",
-        "bad_choice": "Tapez un nombre de 1 à 5.",
+                 "Mettre à jour le modèle avec les nouvelles données (fine-tuning)", "Quitter",
+                 "Ajouter des documents : un fichier ou un dossier (.txt .md .html .pdf .docx .jsonl)"],
+        "choice": "Votre choix (1-6) : ",
+        "bad_choice": "Tapez un nombre de 1 à 6.",
+        "path": "Fichier ou dossier : ",
         "question": "Question : ",
         "empty": "Rien de saisi : retour au menu.",
         "text": "Texte (terminez par une ligne vide) :",
@@ -66,6 +78,10 @@ TEXTS = {
         "unchanged": "Aucune nouvelle donnée d'apprentissage depuis le dernier fine-tuning : rien à faire.",
         "finetuned": "Fine-tuning fait en {seconds:.0f} s : perplexité sur les données {before:.2f} -> {after:.2f}.",
         "now_using": "Modèle utilisé : {model}",
+        "ingested": "Documents : {added} ajouté(s), {updated} mis à jour, {unchanged} inchangé(s), "
+                    "{removed} retiré(s) ({chunks} morceaux écrits).",
+        "skipped": "Ignoré(s) ({count}) :",
+        "gone": "{count} document(s) dont le fichier a disparu sont gardés : relancez avec --prune pour les retirer.",
         "bye": "Au revoir.",
     },
 }
@@ -102,9 +118,8 @@ def check_size(text: str) -> str:
 
 
 def open_knowledge_base(settings: Settings, with_embeddings: bool = True):
-    """Listing, counting and deleting need no embedding model, so they skip its slow load."""
     from knowledge_base import KnowledgeBase
-    return KnowledgeBase.open(settings) if with_embeddings else KnowledgeBase(settings.chroma_dir, None)
+    return KnowledgeBase.open(settings, with_embeddings)
 
 
 def print_sources(answer, texts: dict, threshold: float) -> None:
@@ -156,6 +171,47 @@ def fine_tune(assistant, config, texts: dict) -> None:
                                     after=record["perplexity_after"]))
     assistant.reload_model()
     print(texts["now_using"].format(model=assistant.model.name))
+
+
+class IngestProgress:
+    """Two bars: files read, then chunks embedded and written (with the documents done), each with an ETA."""
+
+    def __init__(self):
+        self.bars = {}
+
+    def __call__(self, event: dict) -> None:
+        from tqdm import tqdm
+        stage = event["stage"]
+        if stage not in self.bars:
+            self.close()
+            self.bars[stage] = tqdm(total=event["total"], desc=stage, unit="file" if stage == "reading" else "chunk",
+                                    dynamic_ncols=True)
+        bar = self.bars[stage]
+        bar.update(event["done"] - bar.n)
+        if "documents" in event:
+            bar.set_postfix(documents=f"{event['documents']}/{event['documents_total']}")
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def ingest(knowledge_base, paths: list[str], prune: bool, texts: dict) -> bool:
+    """Ingest with progress and print what happened; False when nothing could be read at all."""
+    progress = IngestProgress()
+    try:
+        report = knowledge_base.ingest([Path(path) for path in paths], prune=prune, progress=progress)
+    finally:
+        progress.close()
+    print(texts["ingested"].format(added=len(report.added), updated=len(report.updated), unchanged=report.unchanged,
+                                   removed=len(report.removed), chunks=report.chunks))
+    if report.gone:
+        print(texts["gone"].format(count=len(report.gone)))
+    if report.problems:
+        print(texts["skipped"].format(count=len(report.problems)), file=sys.stderr)
+        for path, reason in report.problems:
+            print(f"  {path}: {reason}", file=sys.stderr)
+    return bool(report.added or report.updated or report.unchanged or report.removed or not report.problems)
 
 
 # ---------------------------------------------------------------- the menu
@@ -218,7 +274,16 @@ def menu_finetune(assistant, texts: dict) -> None:
     fine_tune(assistant, FineTuneConfig(), texts)
 
 
-MENU_ACTIONS = {"1": menu_ask, "2": menu_add, "3": menu_learn, "4": menu_finetune}
+def menu_ingest(assistant, texts: dict) -> None:
+    path = input(texts["path"]).strip().strip("'\"")
+    if not path:
+        print(texts["empty"])
+        return
+    ingest(assistant.knowledge_base, [path], prune=False, texts=texts)
+
+
+# 5 is Quit, where the first menu had it; later entries come after it.
+MENU_ACTIONS = {"1": menu_ask, "2": menu_add, "3": menu_learn, "4": menu_finetune, "6": menu_ingest}
 
 
 def run_menu(settings: Settings, arguments) -> int:
@@ -288,8 +353,37 @@ def command_ask(settings: Settings, arguments) -> int:
 def command_add(settings: Settings, arguments) -> int:
     text = check_size(read_text(arguments.text, arguments.file))
     kb = open_knowledge_base(settings)
-    ids = kb.add(text, arguments.id, replace=arguments.replace)
+    source = str(Path(arguments.file).expanduser().resolve()) if arguments.file else "typed"
+    ids = kb.add(text, arguments.id, replace=arguments.replace, source=source)
     print(TEXTS["en"]["added"].format(id=ids[0].rsplit("#", 1)[0], chunks=len(ids)))
+    return 0
+
+
+def command_ingest(settings: Settings, arguments) -> int:
+    return 0 if ingest(open_knowledge_base(settings), arguments.paths, arguments.prune, TEXTS["en"]) else 1
+
+
+def command_search(settings: Settings, arguments) -> int:
+    """One query, or (QUERY '-') one query a line of stdin and one JSON array a line, the models loaded once."""
+    kb = open_knowledge_base(settings)
+    k = arguments.k or settings.top_k
+    if arguments.query == "-":
+        for line in sys.stdin:
+            hits = kb.search(line.strip(), k, arguments.mode) if line.strip() else []
+            print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False), flush=True)
+        return 0
+    query = check_size(arguments.query).strip()
+    if not query:
+        raise ApprentiError("the query is empty")
+    hits = kb.search(query, k, arguments.mode)
+    if arguments.json:
+        print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False))
+    for rank, hit in enumerate(hits if not arguments.json else [], 1):
+        excerpt = " ".join(hit.text.split())
+        print(f"{rank:>2}. {hit.score:.3f}  {hit.id}  ({hit.source})\n    {excerpt[:160]}"
+              f"{'...' if len(excerpt) > 160 else ''}")
+    if not hits and not arguments.json:
+        print("The knowledge base is empty.")
     return 0
 
 
@@ -327,7 +421,8 @@ def command_status(settings: Settings, arguments) -> int:
         "base_model": settings.base_model,
         "fine_tuned": record,
         "use_fine_tuned": settings.use_finetuned,
-        "knowledge_base": {"documents": len(kb.documents()), "chunks": kb.count_chunks()},
+        "knowledge_base": {"documents": len(kb.documents()), "chunks": kb.count_chunks(),
+                           "server": settings.chroma_url or None},
         "learning_data_entries": len(read_entries(settings.learning_data)),
         "relevance_threshold": settings.relevance_threshold,
     }
@@ -350,8 +445,26 @@ def command_status(settings: Settings, arguments) -> int:
 
 
 def command_list(settings: Settings, arguments) -> int:
-    for doc_id, chunks in open_knowledge_base(settings, with_embeddings=False).documents().items():
-        print(f"{doc_id}\t{chunks} chunk(s)")
+    """The documents as a table: id, chunks, hash, date and source."""
+    records = open_knowledge_base(settings, with_embeddings=False).documents().values()
+    width = min(max((len(record.doc_id) for record in records), default=2), 60)
+    print(f"{'id':<{width}}  {'chunks':>6}  {'hash':<16}  {'ingested':<19}  source")
+    for record in records:
+        flag = "" if record.complete else "  (incomplete: ingest again)"
+        print(f"{record.doc_id:<{width}}  {record.chunks:>6}  {record.hash:<16}  {record.ingested_at:<19}  "
+              f"{record.source}{flag}")
+    return 0
+
+
+def command_export(settings: Settings, arguments) -> int:
+    """JSONL on stdout: one line a document (the pipeline's metadata.json), or one a chunk with its text."""
+    kb = open_knowledge_base(settings, with_embeddings=False)
+    if arguments.chunks:
+        for chunk_id, text, metadata in kb.chunks():
+            print(json.dumps({"id": chunk_id, **metadata, "text": text}, ensure_ascii=False))
+    else:
+        for record in kb.documents().values():
+            print(json.dumps(record.to_json(), ensure_ascii=False))
     return 0
 
 
@@ -361,9 +474,9 @@ def command_delete(settings: Settings, arguments) -> int:
     return 0
 
 
-COMMANDS = {"ask": command_ask, "add": command_add, "learn": command_learn, "finetune": command_finetune,
-            "complete": command_complete, "status": command_status, "list": command_list,
-            "delete": command_delete}
+COMMANDS = {"ask": command_ask, "add": command_add, "ingest": command_ingest, "search": command_search,
+            "learn": command_learn, "finetune": command_finetune, "complete": command_complete,
+            "status": command_status, "list": command_list, "export": command_export, "delete": command_delete}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,6 +502,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--id", help="document id (default: generated)")
     add.add_argument("--replace", action="store_true", help="replace a document with the same id")
 
+    ingest = commands.add_parser("ingest", help="add files and folders to the knowledge base")
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="a file or a folder (read recursively)")
+    ingest.add_argument("--prune", action="store_true", help="remove the documents whose files are gone")
+
+    search = commands.add_parser("search", help="the ranked passages for a query, without an answer")
+    search.add_argument("query", help="the query ('-': one query a line on stdin, one JSON array a line out)")
+    search.add_argument("-k", type=int, default=None, help="passages to return")
+    search.add_argument("--json", action="store_true", help="print a JSON array")
+    search.add_argument("--mode", choices=["hybrid", "dense", "keyword"], default="hybrid",
+                        help="by meaning and words (default), by meaning only, by words only")
+
     learn = commands.add_parser("learn", help="append an entry to learning_data.txt")
     learn.add_argument("text", nargs="?", help="the entry ('-' reads stdin)")
     learn.add_argument("--file", help="read the entry from this file")
@@ -401,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="models, knowledge base and learning data")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     commands.add_parser("list", help="the knowledge base's documents")
+    export = commands.add_parser("export", help="the knowledge base's documents as JSONL")
+    export.add_argument("--chunks", action="store_true", help="one line a chunk, with its text and metadata")
     delete = commands.add_parser("delete", help="remove a document from the knowledge base")
     delete.add_argument("id", help="document id")
     return parser
@@ -410,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     if arguments.command in {"add", "learn"} and (arguments.text is None) == (arguments.file is None):
         print(f"error: {arguments.command} takes a TEXT or --file PATH (one of them)", file=sys.stderr)
+        return 2
+    if getattr(arguments, "k", None) is not None and arguments.k < 1:
+        print("error: -k must be at least 1", file=sys.stderr)
         return 2
     settings = None
     try:

@@ -37,6 +37,8 @@ class Settings:
                             metadata={"env": "APPRENTI_BASE_MODEL", "help": "hub id or local folder"})
     embedding_model: str = field(default=DEFAULT_EMBEDDING_MODEL,
                                  metadata={"env": "APPRENTI_EMBEDDING_MODEL", "help": "hub id or local folder"})
+    chroma_url: str = field(default="", metadata={"env": "APPRENTI_CHROMA_URL",
+                                                  "help": "a Chroma server (http://host:port) instead of chroma_db_store/"})
     relevance_threshold: float = field(default=DEFAULT_RELEVANCE_THRESHOLD,
                                        metadata={"env": "APPRENTI_RELEVANCE_THRESHOLD",
                                                  "help": "lowest retrieval score that counts as relevant"})

@@ -5,11 +5,11 @@ language, without calling the model: a small model asked without context invents
 """
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 from config import ApprentiError, Settings
+from language import detect_language
 
 # Measured on the bundled 135M model: a short user turn with the passages first answers best; a system
 # prompt or passage ids in the text made it drift (ids were echoed as answers).
@@ -18,27 +18,16 @@ REFUSALS = {
     "en": "I don't know: nothing in the knowledge base answers this.",
     "fr": "Je ne sais pas : rien dans la base de connaissances ne répond à cette question.",
 }
-FRENCH_MARKERS = set("le la les un une des du de est sont quel quelle quels quelles qui que quoi où pourquoi "
-                     "comment combien avec pour dans sur pas ne et ou au aux ce cette ces je tu il elle nous "
-                     "vous ils elles mon ma mes son sa ses leur qu'est-ce c'est".split())
-ENGLISH_MARKERS = set("the a an is are was were what which who whom where why how when does do did of in on "
-                      "for with and or to this that these those i you he she we they my your its their".split())
-
-
-def question_language(text: str) -> str:
-    """'fr' or 'en', by counting common words (and accents, which English rarely has)."""
-    words = re.findall(r"[\w'-]+", text.lower())
-    french = sum(word in FRENCH_MARKERS for word in words) + len(re.findall(r"[éèêàùçôîœ]", text.lower()))
-    english = sum(word in ENGLISH_MARKERS for word in words)
-    return "fr" if french > english else "en"
 
 
 @dataclass
 class Source:
+    """A passage an answer was made from: chunk id, document id, fused score, text and where it comes from."""
     id: str
+    doc_id: str
     score: float
     text: str
-    doc_id: str = field(default="", repr=False)
+    source: str
 
 
 @dataclass
@@ -49,9 +38,7 @@ class Answer:
     sources: list[Source]
 
     def to_json(self) -> dict:
-        result = asdict(self)
-        result["sources"] = [{"id": s.id, "score": s.score, "text": s.text} for s in self.sources]
-        return result
+        return asdict(self)
 
 
 class Assistant:
@@ -86,7 +73,7 @@ class Assistant:
 
     def retrieve(self, question: str, k: int | None = None) -> list[Source]:
         retriever = self.knowledge_base.retriever(k or self.settings.top_k, self.settings.relevance_threshold)
-        return [Source(d.id, d.metadata["score"], d.page_content, d.metadata["doc_id"])
+        return [Source(d.id, d.metadata["doc_id"], d.metadata["score"], d.page_content, d.metadata["source"])
                 for d in retriever.invoke(question)]
 
     def ask(self, question: str, k: int | None = None, use_rag: bool = True,
@@ -95,7 +82,7 @@ class Assistant:
         question = question.strip()
         sources = self.retrieve(question, k) if use_rag else []
         if use_rag and not sources:
-            refusal = REFUSALS[question_language(question)]
+            refusal = REFUSALS[detect_language(question)]
             on_text(refusal)
             return Answer(refusal, True, None, [])  # no model was asked
         input_ids, sources = self.fit_prompt(question, sources, use_rag)

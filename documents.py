@@ -1,0 +1,207 @@
+"""Documents as the user brings them (files, folders, JSONL records), read into text and cut into chunks.
+
+Each reader returns `SourceDocument`s or raises `Unreadable` with a reason a person understands; nothing
+here touches the store. The chunks keep where they come from: source, position, page and a content hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from language import detect_language
+
+CHUNK_CHARACTERS = 800  # about 200 word pieces: all-MiniLM-L6-v2 reads at most 256
+CHUNK_OVERLAP = 100
+# Paragraphs first, then lines, then sentences (in both languages' punctuation), then words.
+SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ": ", ", ", " ", ""]
+MAX_FILE_BYTES = 200_000_000
+MAX_ID_LENGTH = 500
+
+
+# What every chunk's metadata holds; a JSONL record's own fields of these names get a "meta_" prefix.
+RESERVED_KEYS = {"doc_id", "source", "chunk", "chunks", "start", "page", "hash", "doc_hash", "language",
+                 "ingested_at"}
+
+
+class Unreadable(Exception):
+    """A file (or a line of one) that cannot be ingested; the message says why."""
+
+
+def content_hash(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()[:16]
+
+
+@dataclass
+class SourceDocument:
+    doc_id: str
+    source: str  # the file's path, or the text's origin
+    pages: list[str]  # one text for most formats, one per page for a PDF
+    hash: str  # of the raw bytes or record: unchanged input means nothing to redo
+    metadata: dict = field(default_factory=dict)  # a JSONL record's other fields
+
+    @classmethod
+    def from_text(cls, text: str, doc_id: str, source: str) -> "SourceDocument":
+        return cls(doc_id, source, [text], content_hash(text))
+
+
+@dataclass
+class Chunk:
+    id: str
+    text: str
+    metadata: dict
+
+
+def chunk_document(document: SourceDocument, ingested_at: str) -> list[Chunk]:
+    """The document's chunks, `doc_id#0`, `doc_id#1`..., each with metadata that says where it comes from."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+    splitter = RecursiveCharacterTextSplitter(chunk_size=CHUNK_CHARACTERS, chunk_overlap=CHUNK_OVERLAP,
+                                              separators=SEPARATORS, keep_separator="end", add_start_index=True)
+    pieces = []  # (text, page, start)
+    for page_number, page in enumerate(document.pages, 1):
+        for piece in splitter.create_documents([page]):
+            pieces.append((piece.page_content.strip(), page_number, piece.metadata["start_index"]))
+    pieces = [piece for piece in pieces if piece[0]]
+    language = detect_language(" ".join(page[:2000] for page in document.pages))
+    chunks = []
+    for index, (text, page_number, start) in enumerate(pieces):
+        metadata = {**document.metadata, "doc_id": document.doc_id, "source": document.source, "chunk": index,
+                    "chunks": len(pieces), "start": start, "hash": content_hash(text),
+                    "doc_hash": document.hash, "language": language, "ingested_at": ingested_at}
+        if len(document.pages) > 1:
+            metadata["page"] = page_number
+        chunks.append(Chunk(f"{document.doc_id}#{index}", text, metadata))
+    return chunks
+
+
+# ---------------------------------------------------------------- finding and reading files
+
+def find_files(path: Path) -> Iterator[Path]:
+    """The file itself, or every file under the folder (hidden ones aside), in a stable order."""
+    if path.is_file():
+        yield path
+        return
+    for folder, subfolders, files in os.walk(path):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(folder) / name
+
+
+def read_file(path: Path) -> tuple[list[SourceDocument], list[str]]:
+    """The documents in one file and the problems met in it (a JSONL file can have both).
+    Raises Unreadable when nothing of the file can be used."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise Unreadable(f"unsupported file type '{suffix or path.name}' (supported: {', '.join(SUFFIXES)})")
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise Unreadable(f"larger than {MAX_FILE_BYTES // 1_000_000} MB: split it first")
+        data = path.read_bytes()
+    except OSError as error:
+        raise Unreadable(f"cannot read it: {error.strerror}") from None
+    if not data.strip():
+        raise Unreadable("the file is empty")
+    if suffix == ".jsonl":
+        return read_jsonl(data, path)
+    pages = READERS[suffix](data, path)
+    if not any(page.strip() for page in pages):
+        raise Unreadable("no text in it" + (" (a scanned PDF? run OCR on it first)" if suffix == ".pdf" else ""))
+    return [SourceDocument(str(path), str(path), pages, content_hash(data))], []
+
+
+def decode_text(data: bytes) -> str:
+    if b"\x00" in data[:8192]:
+        raise Unreadable("binary data, not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise Unreadable(f"not UTF-8 text (bad byte at offset {error.start}): save it as UTF-8") from None
+
+
+def read_text(data: bytes, path: Path) -> list[str]:
+    return [decode_text(data)]
+
+
+def read_html(data: bytes, path: Path) -> list[str]:
+    from bs4 import BeautifulSoup
+    if b"\x00" in data[:8192]:
+        raise Unreadable("binary data, not HTML")
+    soup = BeautifulSoup(data, "html.parser")  # reads the page's own charset declaration
+    for hidden in soup(["script", "style", "noscript", "template"]):
+        hidden.decompose()
+    lines = (line.strip() for line in soup.get_text("\n").splitlines())
+    return ["\n".join(line for line in lines if line)]
+
+
+def read_pdf(data: bytes, path: Path) -> list[str]:
+    import io
+    import logging
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # it warns on every oddity of real-world PDFs
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise Unreadable("the PDF is encrypted with a password")
+        return [page.extract_text() or "" for page in reader.pages]
+    except (PyPdfError, ValueError, KeyError, TypeError) as error:
+        raise Unreadable(f"not a readable PDF ({type(error).__name__}: {error})") from None
+
+
+def read_docx(data: bytes, path: Path) -> list[str]:
+    import io
+    import zipfile
+    import docx2txt
+    try:
+        return [docx2txt.process(io.BytesIO(data))]
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise Unreadable(f"not a readable .docx ({error})") from None
+
+
+def read_jsonl(data: bytes, path: Path) -> tuple[list[SourceDocument], list[str]]:
+    """One document per line: {"id": ..., "text": ..., other fields kept as metadata}. Bad lines are
+    reported with their number; the good ones are kept."""
+    text = decode_text(data)
+    documents, problems, first_line = [], [], {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(f"line {number}: not JSON ({error.msg})")
+            continue
+        if not isinstance(record, dict):
+            problems.append(f"line {number}: not a JSON object")
+            continue
+        doc_id, body = record.pop("id", None), record.pop("text", None)
+        if not isinstance(doc_id, (str, int)) or not str(doc_id).strip():
+            problems.append(f"line {number}: no \"id\"")
+            continue
+        doc_id = str(doc_id).strip()
+        if not isinstance(body, str) or not body.strip():
+            problems.append(f"line {number}: no \"text\" for id '{doc_id}'")
+            continue
+        if len(doc_id) > MAX_ID_LENGTH:
+            problems.append(f"line {number}: id longer than {MAX_ID_LENGTH} characters")
+            continue
+        if doc_id in first_line:
+            problems.append(f"line {number}: duplicate id '{doc_id}' (first on line {first_line[doc_id]})")
+            continue
+        first_line[doc_id] = number
+        metadata = {(f"meta_{key}" if key in RESERVED_KEYS else key):
+                    value if isinstance(value, (str, int, float, bool)) else json.dumps(value, ensure_ascii=False)
+                    for key, value in record.items() if value is not None}
+        documents.append(SourceDocument(doc_id, str(path), [body], content_hash(line.strip()), metadata))
+    if not documents:
+        raise Unreadable("no usable line" + (f": {problems[0]}" if problems else ""))
+    return documents, problems
+
+
+READERS = {".txt": read_text, ".md": read_text, ".html": read_html, ".htm": read_html, ".pdf": read_pdf,
+           ".docx": read_docx}
+SUFFIXES = (*READERS, ".jsonl")
