@@ -19,16 +19,17 @@ from knowledge_base import KnowledgeBase  # noqa: E402
 FIXTURE = Path(__file__).with_name("relevance_fixture.json")
 
 
-def top_scores(fixture: dict, home: Path) -> tuple[list[tuple[float, bool]], list[float]]:
+def top_scores(fixture: dict, home: Path, mode: str) -> tuple[list[tuple[float, bool]], list[float]]:
     """For answerable questions (top-1 score, whether top-1 is the gold document); for unanswerable, scores."""
     kb = KnowledgeBase.open(Settings.load(home=home))
-    for doc_id, text in fixture["documents"].items():
-        kb.add(text, doc_id)
+    if kb.count_chunks() == 0:
+        for doc_id, text in fixture["documents"].items():
+            kb.add(text, doc_id)
     answerable = []
     for question, gold in fixture["answerable"]:
-        hit = kb.query(question, 1)[0]
+        hit = kb.search(question, 1, mode)[0]
         answerable.append((hit.score, hit.doc_id == gold))
-    unanswerable = [kb.query(question, 1)[0].score for question in fixture["unanswerable"]]
+    unanswerable = [kb.search(question, 1, mode)[0].score for question in fixture["unanswerable"]]
     return answerable, unanswerable
 
 
@@ -49,7 +50,12 @@ def best_threshold(answerable: list[float], unanswerable: list[float]) -> tuple[
 def main() -> None:
     fixture = json.loads(FIXTURE.read_text())
     with tempfile.TemporaryDirectory() as home:
-        answerable, unanswerable = top_scores(fixture, Path(home))
+        for mode in ("hybrid", "dense"):
+            print(f"{mode} scores" + (" (what the assistant uses)" if mode == "hybrid" else ""))
+            report(*top_scores(fixture, Path(home), mode))
+
+
+def report(answerable, unanswerable) -> None:
     scores = [score for score, _ in answerable]
     print(f"answerable   ({len(scores)}): top-1 score min {min(scores):.3f}  median {sorted(scores)[len(scores) // 2]:.3f}"
           f"  max {max(scores):.3f}; top-1 is the gold passage for {sum(ok for _, ok in answerable)}")
