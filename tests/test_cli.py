@@ -13,7 +13,8 @@ def test_learn_appends_entries_and_status_counts_them(home, capsys):
     assert read_entries(home / "learning_data.txt") == ["A multi-line entry\nstays whole.", "Another one."]
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out.split("\n", 2)[-1])
-    assert status["learning_data_entries"] == 2 and status["knowledge_base"] == {"documents": 0, "chunks": 0}
+    assert status["learning_data_entries"] == 2 and status["knowledge_base"] == {"documents": 0, "chunks": 0,
+                                                                                        "server": None}
     assert status["fine_tuned"] is None
 
 
@@ -43,7 +44,8 @@ def test_add_list_duplicate_replace_and_delete(home, capsys):
     assert main(["add", "--id", "paris", "--replace", "Paris is in France."]) == 0
     capsys.readouterr()
     assert main(["list"]) == 0
-    assert capsys.readouterr().out == "paris\t1 chunk(s)\n"
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["id", "chunks", "hash", "ingested", "source"] and row.split()[:2] == ["paris", "1"]
     assert main(["delete", "paris"]) == 0 and "Deleted 'paris'" in capsys.readouterr().out
 
 
@@ -71,7 +73,7 @@ def test_the_menu_from_a_pipe_adds_learns_and_exits_at_end_of_input(tiny_model):
     result = run_cli(input="9\n\n2\nParis is the capital of France.\n\nparis\n3\nline one\nline two\n\n")
     assert result.returncode == 0, result.stderr
     assert "1. Ask a question" in result.stdout and "5. Quit" in result.stdout
-    assert result.stdout.count("Please type a number from 1 to 5.") == 2
+    assert result.stdout.count("Please type a number from 1 to 6.") == 2
     assert "Added 'paris' to the knowledge base (1 chunk(s))." in result.stdout
     assert "Saved in learning_data.txt (1 entries)." in result.stdout
     assert "Traceback" not in result.stderr

@@ -5,7 +5,9 @@ import sys
 
 import pexpect
 
+from config import DEFAULT_RELEVANCE_THRESHOLD
 from conftest import ROOT, run_cli
+from test_documents import write_pdf
 
 FACT = "The secret code of the Zorblax guild is tangerine-47."
 FACT_START = "The secret code of the Zorblax guild is"
@@ -26,8 +28,21 @@ def test_an_answer_that_needs_the_knowledge_base_names_its_source(real_model):
     assert run_cli("add", "--id", "tea", "Green tea is brewed at 80 degrees Celsius.").returncode == 0
     answer = ask_json("What is the mascot of the Apprenti project?")
     assert not answer["refused"] and "Pim" in answer["answer"]
-    assert answer["sources"][0]["id"] == "mascot#0" and answer["sources"][0]["score"] > 0.54
+    assert answer["sources"][0]["id"] == "mascot#0" and answer["sources"][0]["score"] >= DEFAULT_RELEVANCE_THRESHOLD
     assert answer["model"] == "SmolLM2-135M-Instruct (bundled)"
+
+
+def test_a_question_answered_from_an_ingested_folder(real_model, tmp_path):
+    folder = tmp_path / "notes"
+    (folder / "garden").mkdir(parents=True)
+    (folder / "garden" / "roses.md").write_text("# Roses\n\nPrune the roses in late February, above an outward bud.")
+    write_pdf(folder / "lake.pdf", ["Lake Quillmoor is cold all year.", "The lake's ferry leaves at 7:15 every morning."])
+    ingest = run_cli("ingest", str(folder))
+    assert ingest.returncode == 0 and "2 added" in ingest.stdout, ingest.stderr
+    answer = ask_json("When does the ferry on Lake Quillmoor leave?")
+    assert not answer["refused"] and "7:15" in answer["answer"], answer
+    assert answer["sources"][0]["source"] == str(folder / "lake.pdf")
+    assert answer["sources"][0]["id"] == f"{folder / 'lake.pdf'}#1"  # the second page's chunk
 
 
 def test_an_unanswerable_question_is_refused(real_model):
@@ -56,11 +71,14 @@ def test_fine_tuning_teaches_a_fact_the_base_model_does_not_know(real_model):
     assert "nothing to do" in run_cli("finetune").stdout
 
 
-def test_the_menu_end_to_end_in_a_terminal(real_model):
+def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "ferry.txt").write_text("The ferry on Lake Quillmoor leaves at 7:15 every morning.")
     menu = pexpect.spawn(sys.executable, [str(ROOT / "cli_app.py")], cwd=str(ROOT), env=dict(os.environ),
                          encoding="utf-8", timeout=240)
     try:
-        menu.expect_exact("Your choice (1-5): ")
+        menu.expect_exact("Your choice (1-6): ")
         menu.sendline("2")
         menu.expect_exact("Text (finish with an empty line):")
         menu.sendline("The Apprenti project's mascot is a blue heron called Pim.")
@@ -69,39 +87,45 @@ def test_the_menu_end_to_end_in_a_terminal(real_model):
         menu.sendline("mascot")
         menu.expect_exact("Added 'mascot' to the knowledge base (1 chunk(s)).")
 
-        menu.expect_exact("Your choice (1-5): ")
+        menu.expect_exact("Your choice (1-6): ")
+        menu.sendline("6")
+        menu.expect_exact("File or folder: ")
+        menu.sendline(str(notes))
+        menu.expect_exact("Documents: 1 added, 0 updated, 0 unchanged, 0 removed (1 chunks written).")
+
+        menu.expect_exact("Your choice (1-6): ")
         menu.sendline("1")
         menu.expect_exact("Question: ")
         menu.sendline("What is the mascot of the Apprenti project?")
         menu.expect(r"Pim.*Sources:\s+\[mascot#0\] 0\.\d\d")
 
-        menu.expect_exact("Your choice (1-5): ")
+        menu.expect_exact("Your choice (1-6): ")
         menu.sendline("1")
         menu.expect_exact("Question: ")
         menu.sendline("Who won the football World Cup in 1998?")
         menu.expect_exact("I don't know")
 
-        menu.expect_exact("Your choice (1-5): ")
+        menu.expect_exact("Your choice (1-6): ")
         menu.sendline("3")
         menu.expect_exact("Text (finish with an empty line):")
         menu.sendline(FACT)
         menu.sendline("")
         menu.expect_exact("Saved in learning_data.txt (1 entries).")
 
-        menu.expect_exact("Your choice (1-5): ")
+        menu.expect_exact("Your choice (1-6): ")
         menu.sendline("4")
         menu.expect(r"Fine-tuning SmolLM2-135M-Instruct \(bundled\) \(lora, \w+ on cpu\) on 1 entries: 40 steps")
         menu.expect(r"\d+/40 \[")  # the progress bar
         menu.expect_exact("Now using: SmolLM2-135M-Instruct (bundled), fine-tuned")
 
-        menu.expect_exact("Your choice (1-5): ")
+        menu.expect_exact("Your choice (1-6): ")
         menu.sendline("1")
         menu.expect_exact("Question: ")
         menu.sendline("What is the mascot of the Apprenti project?")
         menu.sendcontrol("c")  # Ctrl-C in the middle of an answer: back to the menu
         menu.expect_exact("Stopped: back to the menu.")
 
-        menu.expect_exact("Your choice (1-5): ")
+        menu.expect_exact("Your choice (1-6): ")
         menu.sendline("5")
         menu.expect_exact("Goodbye.")
         menu.expect(pexpect.EOF)

@@ -1,7 +1,8 @@
 import pytest
 
 from config import Settings
-from rag_module import REFUSALS, Assistant, Source, question_language
+from language import detect_language
+from rag_module import REFUSALS, Assistant, Source
 
 
 @pytest.mark.parametrize("question, language", [
@@ -12,7 +13,7 @@ from rag_module import REFUSALS, Assistant, Source, question_language
     ("Qui a écrit Les Misérables ?", "fr"),
 ])
 def test_question_language(question, language):
-    assert question_language(question) == language
+    assert detect_language(question) == language
 
 
 def test_nothing_relevant_means_i_dont_know_without_calling_the_model(tiny_model):
@@ -37,15 +38,16 @@ def test_an_answer_is_streamed_and_names_its_real_sources(tiny_model):
     assert "".join(streamed).strip() == answer.answer
     as_json = answer.to_json()
     assert set(as_json) == {"answer", "refused", "model", "sources"}
-    assert as_json["sources"][0] == {"id": "paris#0", "score": answer.sources[0].score,
-                                     "text": "Paris is the capital of France."}
+    assert as_json["sources"][0] == {"id": "paris#0", "doc_id": "paris", "score": answer.sources[0].score,
+                                     "text": "Paris is the capital of France.", "source": "typed"}
 
 
 def test_the_prompt_always_fits_the_context_window(tiny_model):
     """The tiny model's window is 128 tokens: long passages are dropped, an overlong question is cut."""
     assistant = Assistant(Settings.load(max_new_tokens=40))
     budget = assistant.model.context_window - assistant.answer_tokens
-    sources = [Source(f"doc{i}#0", 0.9 - i / 10, "A fairly long passage about Paris and France. " * 8)
+    sources = [Source(f"doc{i}#0", f"doc{i}", 0.9 - i / 10, "A fairly long passage about Paris and France. " * 8,
+                      "typed")
                for i in range(3)]
     input_ids, kept = assistant.fit_prompt("What is the capital of France?", sources, use_rag=True)
     assert len(input_ids) <= budget and len(kept) < len(sources)
