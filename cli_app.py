@@ -117,9 +117,9 @@ def check_size(text: str) -> str:
     return text
 
 
-def open_knowledge_base(settings: Settings, with_embeddings: bool = True):
+def open_knowledge_base(settings: Settings):
     from knowledge_base import KnowledgeBase
-    return KnowledgeBase.open(settings, with_embeddings)
+    return KnowledgeBase.open(settings)
 
 
 def print_sources(answer, texts: dict, threshold: float) -> None:
@@ -365,17 +365,16 @@ def command_ingest(settings: Settings, arguments) -> int:
 
 def command_search(settings: Settings, arguments) -> int:
     """One query, or (QUERY '-') one query a line of stdin and one JSON array a line, the models loaded once."""
-    kb = open_knowledge_base(settings)
     k = arguments.k or settings.top_k
+    if not arguments.query.strip():
+        raise ApprentiError("the query is empty")
+    kb = open_knowledge_base(settings)
     if arguments.query == "-":
         for line in sys.stdin:
             hits = kb.search(line.strip(), k, arguments.mode) if line.strip() else []
             print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False), flush=True)
         return 0
-    query = check_size(arguments.query).strip()
-    if not query:
-        raise ApprentiError("the query is empty")
-    hits = kb.search(query, k, arguments.mode)
+    hits = kb.search(check_size(arguments.query).strip(), k, arguments.mode)
     if arguments.json:
         print(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False))
     for rank, hit in enumerate(hits if not arguments.json else [], 1):
@@ -414,7 +413,7 @@ def command_complete(settings: Settings, arguments) -> int:
 def command_status(settings: Settings, arguments) -> int:
     from fine_tune_model import read_entries
     from models import read_training_record
-    kb = open_knowledge_base(settings, with_embeddings=False)
+    kb = open_knowledge_base(settings)
     record = read_training_record(settings.finetuned_dir)
     status = {
         "data_dir": str(settings.home),
@@ -446,7 +445,7 @@ def command_status(settings: Settings, arguments) -> int:
 
 def command_list(settings: Settings, arguments) -> int:
     """The documents as a table: id, chunks, hash, date and source."""
-    records = open_knowledge_base(settings, with_embeddings=False).documents().values()
+    records = open_knowledge_base(settings).documents().values()
     width = min(max((len(record.doc_id) for record in records), default=2), 60)
     print(f"{'id':<{width}}  {'chunks':>6}  {'hash':<16}  {'ingested':<19}  source")
     for record in records:
@@ -458,7 +457,7 @@ def command_list(settings: Settings, arguments) -> int:
 
 def command_export(settings: Settings, arguments) -> int:
     """JSONL on stdout: one line a document (the pipeline's metadata.json), or one a chunk with its text."""
-    kb = open_knowledge_base(settings, with_embeddings=False)
+    kb = open_knowledge_base(settings)
     if arguments.chunks:
         for chunk_id, text, metadata in kb.chunks():
             print(json.dumps({"id": chunk_id, **metadata, "text": text}, ensure_ascii=False))
@@ -469,7 +468,7 @@ def command_export(settings: Settings, arguments) -> int:
 
 
 def command_delete(settings: Settings, arguments) -> int:
-    removed = open_knowledge_base(settings, with_embeddings=False).delete(arguments.id)
+    removed = open_knowledge_base(settings).delete(arguments.id)
     print(f"Deleted '{arguments.id}' ({removed} chunk(s)).")
     return 0
 

@@ -98,7 +98,9 @@ def interrupts_deferred():
 
 
 class KnowledgeBase:
-    def __init__(self, directory: Path, embeddings, server_url: str | None = None):
+    def __init__(self, directory: Path, embeddings=None, server_url: str | None = None):
+        """`embeddings`: a LangChain Embeddings, or a function that makes one when first needed, so that
+        listing, deleting, keyword search and an ingest with nothing new never load the model."""
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
         from langchain_chroma import Chroma
         from keyword_index import KeywordIndex
@@ -108,7 +110,7 @@ class KnowledgeBase:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             client = server_client(server_url) if server_url else None
-            self.store = Chroma(collection_name=COLLECTION, embedding_function=embeddings, client=client,
+            self.store = Chroma(collection_name=COLLECTION, client=client,
                                 persist_directory=None if client else str(self.directory),
                                 collection_metadata={"hnsw:space": "cosine"})
             self.collection = self.store._collection  # langchain_chroma embeds again on add; we embed once
@@ -119,13 +121,20 @@ class KnowledgeBase:
             raise
         except Exception as error:  # chromadb and sqlite raise several types for an unusable store
             raise ApprentiError(f"cannot open the knowledge base in {where}: {error}") from None
+        self._embeddings = embeddings
         self._checked = False
 
+    @property
+    def embeddings(self):
+        if self._embeddings is None:
+            raise ApprentiError("this knowledge base was opened without an embedding model")
+        if not hasattr(self._embeddings, "embed_query"):
+            self._embeddings = self._embeddings()
+        return self._embeddings
+
     @classmethod
-    def open(cls, settings: Settings, with_embeddings: bool = True) -> "KnowledgeBase":
-        """Listing, counting and deleting need no embedding model, so they can skip its slow load."""
-        return cls(settings.chroma_dir, embeddings_for(settings) if with_embeddings else None,
-                   settings.chroma_url)
+    def open(cls, settings: Settings) -> "KnowledgeBase":
+        return cls(settings.chroma_dir, functools.partial(embeddings_for, settings), settings.chroma_url)
 
     @contextmanager
     def writing(self):
@@ -152,7 +161,8 @@ class KnowledgeBase:
         for offset in range(0, self.count_chunks(), PAGE):
             page = self.collection.get(include=list(include), limit=PAGE, offset=offset)
             texts = page.get("documents") or [None] * len(page["ids"])
-            yield from zip(page["ids"], texts, page["metadatas"])
+            metadatas = page.get("metadatas") or [{}] * len(page["ids"])
+            yield from zip(page["ids"], texts, metadatas)
 
     def documents(self) -> dict[str, DocumentRecord]:
         records: dict[str, DocumentRecord] = {}
@@ -254,7 +264,7 @@ class KnowledgeBase:
                 continue
             vectors = []
             for start in range(0, len(group), EMBEDDING_BATCH):
-                vectors += self.store.embeddings.embed_documents([c.text for c in group[start:start + EMBEDDING_BATCH]])
+                vectors += self.embeddings.embed_documents([c.text for c in group[start:start + EMBEDDING_BATCH]])
                 if progress:
                     progress({"stage": "embedding", "done": len(written) + min(start + EMBEDDING_BATCH, len(group)),
                               "total": total, "documents": number - 1, "documents_total": len(documents)})
@@ -326,7 +336,7 @@ class KnowledgeBase:
             keyword_weight = KEYWORD_WEIGHTS[detect_language(query)]
         dense_weight = {"hybrid": 1 - keyword_weight, "dense": 1.0, "keyword": 0.0}[mode]
         keyword_weight = 1 - dense_weight
-        query_vector = self.store.embeddings.embed_query(query) if dense_weight else None
+        query_vector = self.embeddings.embed_query(query) if dense_weight else None
         candidates: dict[str, dict] = {}  # id -> text, metadata, dense, keyword
         if dense_weight:
             found = self.collection.query(query_embeddings=[query_vector], n_results=min(CANDIDATES, self.count_chunks()),
