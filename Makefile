@@ -12,8 +12,14 @@ run: $(VENV)/.app-installed
 test: $(VENV)/.test-installed
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest
 
+# The retrieval and scale benchmarks read FAQs and documentation installed from Debian packages.
+BENCH_PACKAGES := python3-doc debian-faq debian-faq-fr
+
 bench: $(VENV)/.app-installed
+	dpkg -s $(BENCH_PACKAGES) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(BENCH_PACKAGES))
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/run_all.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/retrieval.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/scale.py
 
 $(VENV)/.app-installed: requirements.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)

@@ -113,8 +113,8 @@ def knowledge_base_figures(home: Path) -> None:
     questions = [f"Which room is the meeting about project {i}?" for i in range(50)]
     started = time.perf_counter()
     for question in questions:
-        kb.query(question, 4)
-    report(f"knowledge base: query, top 4 of {kb.count_chunks()} chunks",
+        kb.search(question, 4)
+    report(f"knowledge base: search (hybrid), top 4 of {kb.count_chunks()} chunks",
            (time.perf_counter() - started) / len(questions) * 1000, "ms")
 
 

@@ -1,7 +1,7 @@
 """Scale: ingest of 10,000 chunks against the raw embedding speed of the same chunks, and search latency at
 10,000 and 100,000 chunks, in the embedded store and against a Chroma server on loopback.
 
-The corpus is the Python library reference (python3-doc, PSF licence), real text. The 100,000-chunk stores
+The corpus is the Python documentation (python3-doc, PSF licence), real text. The 100,000-chunk stores
 repeat the 10,000 real chunks ten times with their vectors moved by a little noise: search cost depends on
 the number of chunks and words, not on where they come from, and embedding 100,000 chunks on 2 cores would
 take most of an hour.
@@ -29,14 +29,14 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-LIBRARY_DOCS = Path("/usr/share/doc/python3-doc/html/library")
+PYTHON_DOCS = Path("/usr/share/doc/python3-doc/html")
 
 
 def pick_files(target_chunks: int) -> tuple[list[Path], int]:
-    """Library pages, in name order, until they make `target_chunks` chunks."""
+    """Pages of the Python documentation, in name order, until they make `target_chunks` chunks."""
     from documents import chunk_document, read_file
     files, chunks = [], 0
-    for page in sorted(LIBRARY_DOCS.glob("*.html")):
+    for page in sorted(PYTHON_DOCS.rglob("*.html")):
         count = len(chunk_document(read_file(page)[0][0], "now"))
         if chunks + count > target_chunks:
             continue
@@ -101,14 +101,14 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
     arguments = parser.parse_args()
-    if not LIBRARY_DOCS.exists():
-        print(f"missing {LIBRARY_DOCS}: apt-get install python3-doc", file=sys.stderr)
+    if not PYTHON_DOCS.exists():
+        print(f"missing {PYTHON_DOCS}: apt-get install python3-doc", file=sys.stderr)
         return 1
     from config import Settings
     from knowledge_base import KnowledgeBase, embeddings_for
     work = Path(tempfile.mkdtemp(prefix="apprenti-scale-"))
     files, expected = pick_files(arguments.chunks)
-    print(f"corpus: {len(files)} pages of the Python library reference, {expected} chunks", flush=True)
+    print(f"corpus: {len(files)} pages of the Python documentation, {expected} chunks", flush=True)
 
     # Ingest, as a user runs it, in its own process so that its peak memory is its own.
     home = work / "embedded"
