@@ -27,6 +27,21 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
+def embeddings():
+    """The bundled embedding model, loaded once for the whole session."""
+    from config import Settings
+    from knowledge_base import embeddings_for
+    return embeddings_for(Settings.load())
+
+
+@pytest.fixture
+def kb(home, embeddings):
+    """The test's own knowledge base."""
+    from knowledge_base import KnowledgeBase
+    return KnowledgeBase(home / "chroma_db_store", embeddings)
+
+
+@pytest.fixture(scope="session")
 def bundled_models(tmp_path_factory) -> Path:
     """The bundled chat model converted to safetensors once for the whole session."""
     from models import bundled_chat_model

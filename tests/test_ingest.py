@@ -18,17 +18,6 @@ from conftest import ROOT, run_cli
 from knowledge_base import KnowledgeBase
 
 
-@pytest.fixture(scope="module")
-def embeddings():
-    from knowledge_base import embeddings_for
-    return embeddings_for(Settings.load())
-
-
-@pytest.fixture
-def kb(home, embeddings):
-    return KnowledgeBase(home / "chroma_db_store", embeddings)
-
-
 @pytest.fixture
 def corpus(tmp_path):
     folder = tmp_path / "corpus"

@@ -1,18 +1,7 @@
 import pytest
 
-from config import ApprentiError, DuplicateIdError, Settings
+from config import ApprentiError, DuplicateIdError
 from knowledge_base import KnowledgeBase
-
-
-@pytest.fixture(scope="module")
-def embeddings():
-    from knowledge_base import embeddings_for
-    return embeddings_for(Settings.load())
-
-
-@pytest.fixture
-def kb(home, embeddings):
-    return KnowledgeBase(home / "chroma_db_store", embeddings)
 
 
 def chunk_counts(kb) -> dict:
