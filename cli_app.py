@@ -7,6 +7,8 @@ Without a command, the menu. With one, the same actions for scripts:
   search QUERY        the ranked passages, without an answer (--json, -k N; QUERY '-': one query a line)
   learn TEXT          append learning data to learning_data.txt (--file PATH; TEXT '-' reads stdin)
   finetune            fine-tune the model on all learning data, then use it
+  feedback            record a judgement of an answer (--question Q --answer A --good | --bad [--correction C])
+  merge-feedback      build the preference datasets (data/dataset_rlhf.jsonl, data/dataset_kto.jsonl)
   complete TEXT       the model's plain continuation of TEXT (what fine-tuning taught shows here)
   status              models, knowledge base and learning data
   list / export       the knowledge base's documents, as a table / as JSONL (--chunks: every chunk)
@@ -54,6 +56,10 @@ TEXTS = {
                     "({chunks} chunks written).",
         "skipped": "Skipped ({count}):",
         "gone": "{count} document(s) whose file is gone were kept: ingest again with --prune to remove them.",
+        "rate": "Rate this answer: g = good, b = bad, Enter = skip: ",
+        "rate_keys": {"g": "good", "b": "bad"},
+        "wanted": "The answer you wanted (Enter to skip): ",
+        "thanks": "Thank you: your feedback is saved.",
         "bye": "Goodbye.",
     },
     "fr": {
@@ -82,6 +88,10 @@ TEXTS = {
                     "{removed} retiré(s) ({chunks} morceaux écrits).",
         "skipped": "Ignoré(s) ({count}) :",
         "gone": "{count} document(s) dont le fichier a disparu sont gardés : relancez avec --prune pour les retirer.",
+        "rate": "Notez cette réponse : b = bonne, m = mauvaise, Entrée = passer : ",
+        "rate_keys": {"b": "good", "m": "bad"},
+        "wanted": "La réponse que vous attendiez (Entrée pour passer) : ",
+        "thanks": "Merci : votre avis est enregistré.",
         "bye": "Au revoir.",
     },
 }
@@ -241,6 +251,21 @@ def menu_ask(assistant, texts: dict) -> None:
     answer = assistant.ask(check_size(question), on_text=print_chunk)
     print()
     print_sources(answer, texts, assistant.settings.relevance_threshold)
+    if sys.stdin.isatty():  # a script piping the menu is never asked
+        ask_rating(assistant.settings, question, answer, texts)
+
+
+def ask_rating(settings: Settings, question: str, answer, texts: dict) -> None:
+    """One key to rate (or skip); a bad answer may get the answer the user wanted."""
+    from feedback import Feedback, append
+    choice = texts["rate_keys"].get(input(texts["rate"]).strip().lower()[:1])
+    if choice is None:
+        return
+    correction = input(texts["wanted"]).strip() if choice == "bad" else ""
+    append(settings.feedback_file, Feedback(
+        question=question, answers=[{"text": answer.answer, "model": answer.model}], choice=choice, source="cli",
+        context=[{"id": source.id, "text": source.text} for source in answer.sources], correction=correction))
+    print(texts["thanks"])
 
 
 def menu_add(assistant, texts: dict) -> None:
@@ -410,6 +435,41 @@ def command_complete(settings: Settings, arguments) -> int:
     return 0
 
 
+def command_feedback(settings: Settings, arguments) -> int:
+    """Record a judgement of an answer, as the menu does after one."""
+    from feedback import Feedback, append
+    context = []
+    if arguments.context_id:
+        texts = open_knowledge_base(settings).texts(arguments.context_id)
+        missing = [chunk_id for chunk_id in arguments.context_id if chunk_id not in texts]
+        if missing:
+            raise ApprentiError(f"the knowledge base has no chunk {', '.join(missing)}: give chunk ids as "
+                                "`search` prints them")
+        context = [{"id": chunk_id, "text": texts[chunk_id]} for chunk_id in arguments.context_id]
+    entry = Feedback(question=arguments.question, answers=[{"text": arguments.answer, "model": arguments.answer_model}],
+                     choice="good" if arguments.good else "bad", source="cli", context=context,
+                     correction=arguments.correction or "", comment=arguments.comment or "")
+    append(settings.feedback_file, entry)
+    print(f"Feedback {entry.id} saved in {settings.feedback_file}.")
+    return 0
+
+
+def command_merge_feedback(settings: Settings, arguments) -> int:
+    """Build the preference datasets from all the feedback (step 4 of the pipeline)."""
+    from feedback import merge
+    if not settings.feedback_file.exists():
+        print(f"No feedback yet ({settings.feedback_file} does not exist): rate some answers first.")
+        return 0
+    report = merge(settings.feedback_file, settings.rlhf_dataset, settings.kto_dataset)
+    for problem in report.broken_lines:
+        print(f"{settings.feedback_file}: {problem}: skipped", file=sys.stderr)
+    print(f"{report.entries} feedback entries -> {report.pairs} preference pairs ({report.train} train, "
+          f"{report.test} test) in {settings.rlhf_dataset}; {report.kto} rows in {settings.kto_dataset}.")
+    for reason, count in report.skipped.items():
+        print(f"  skipped {count}: {reason}")
+    return 0
+
+
 def command_status(settings: Settings, arguments) -> int:
     from fine_tune_model import read_entries
     from models import read_training_record
@@ -475,7 +535,8 @@ def command_delete(settings: Settings, arguments) -> int:
 
 COMMANDS = {"ask": command_ask, "add": command_add, "ingest": command_ingest, "search": command_search,
             "learn": command_learn, "finetune": command_finetune, "complete": command_complete,
-            "status": command_status, "list": command_list, "export": command_export, "delete": command_delete}
+            "status": command_status, "list": command_list, "export": command_export, "delete": command_delete,
+            "feedback": command_feedback, "merge-feedback": command_merge_feedback}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -517,6 +578,18 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--file", help="read the entry from this file")
 
     FineTuneConfig.add_arguments(commands.add_parser("finetune", help="fine-tune on all learning data"))
+
+    feedback = commands.add_parser("feedback", help="record a judgement of an answer")
+    feedback.add_argument("--question", required=True)
+    feedback.add_argument("--answer", required=True, help="the answer judged")
+    verdict = feedback.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--good", action="store_true")
+    verdict.add_argument("--bad", action="store_true")
+    feedback.add_argument("--correction", help="the answer wanted (with --bad)")
+    feedback.add_argument("--comment")
+    feedback.add_argument("--context-id", nargs="+", metavar="ID", help="the chunks the answer came from")
+    feedback.add_argument("--answer-model", help="the model that gave the answer")
+    commands.add_parser("merge-feedback", help="build data/dataset_rlhf.jsonl and data/dataset_kto.jsonl")
 
     complete = commands.add_parser("complete", help="the model's plain continuation of a text")
     complete.add_argument("text", help="the text ('-' reads stdin)")

@@ -98,5 +98,22 @@ class Settings:
         return self.home / "models"
 
     @property
+    def data_dir(self) -> Path:
+        """Feedback and the datasets made from it (the pipeline sketch's data/)."""
+        return self.home / "data"
+
+    @property
+    def feedback_file(self) -> Path:
+        return self.data_dir / "feedback.jsonl"
+
+    @property
+    def rlhf_dataset(self) -> Path:
+        return self.data_dir / "dataset_rlhf.jsonl"
+
+    @property
+    def kto_dataset(self) -> Path:
+        return self.data_dir / "dataset_kto.jsonl"
+
+    @property
     def log_file(self) -> Path:
         return self.home / "apprenti.log"

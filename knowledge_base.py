@@ -164,6 +164,11 @@ class KnowledgeBase:
             metadatas = page.get("metadatas") or [{}] * len(page["ids"])
             yield from zip(page["ids"], texts, metadatas)
 
+    def texts(self, ids: list[str]) -> dict[str, str]:
+        """The text of each of these chunks that the store holds."""
+        found = self.collection.get(ids=list(ids), include=["documents"])
+        return dict(zip(found["ids"], found["documents"]))
+
     def documents(self) -> dict[str, DocumentRecord]:
         records: dict[str, DocumentRecord] = {}
         for chunk_id, _, metadata in self.chunks(include=("metadatas",)):
