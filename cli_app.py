@@ -9,6 +9,7 @@ Without a command, the menu. With one, the same actions for scripts:
   finetune            fine-tune the model on all learning data, then use it
   feedback            record a judgement of an answer (--question Q --answer A --good | --bad [--correction C])
   merge-feedback      build the preference datasets (data/dataset_rlhf.jsonl, data/dataset_kto.jsonl)
+  ui                  serve the feedback page: compare two answers, fix past feedback (--port 8501)
   complete TEXT       the model's plain continuation of TEXT (what fine-tuning taught shows here)
   status              models, knowledge base and learning data
   list / export       the knowledge base's documents, as a table / as JSONL (--chunks: every chunk)
@@ -34,9 +35,10 @@ TEXTS = {
         "menu": ["Ask a question", "Add knowledge (ChromaDB)",
                  "Give learning data (learning_data.txt)",
                  "Update the model with the new data (fine-tuning)", "Quit",
-                 "Add documents: a file or a folder (.txt .md .html .pdf .docx .jsonl)"],
-        "choice": "Your choice (1-6): ",
-        "bad_choice": "Please type a number from 1 to 6.",
+                 "Add documents: a file or a folder (.txt .md .html .pdf .docx .jsonl)",
+                 "Open the feedback page (compare answers in a browser)"],
+        "choice": "Your choice (1-7): ",
+        "bad_choice": "Please type a number from 1 to 7.",
         "path": "File or folder: ",
         "question": "Question: ",
         "empty": "Nothing typed: back to the menu.",
@@ -56,6 +58,7 @@ TEXTS = {
                     "({chunks} chunks written).",
         "skipped": "Skipped ({count}):",
         "gone": "{count} document(s) whose file is gone were kept: ingest again with --prune to remove them.",
+        "page": "The feedback page is at http://{host}:{port} (Ctrl-C here stops it and returns to the menu).",
         "rate": "Rate this answer: g = good, b = bad, Enter = skip: ",
         "rate_keys": {"g": "good", "b": "bad"},
         "wanted": "The answer you wanted (Enter to skip): ",
@@ -66,9 +69,10 @@ TEXTS = {
         "menu": ["Poser une question", "Ajouter une connaissance (ChromaDB)",
                  "Fournir des données pour l'apprentissage (fichier learning_data.txt)",
                  "Mettre à jour le modèle avec les nouvelles données (fine-tuning)", "Quitter",
-                 "Ajouter des documents : un fichier ou un dossier (.txt .md .html .pdf .docx .jsonl)"],
-        "choice": "Votre choix (1-6) : ",
-        "bad_choice": "Tapez un nombre de 1 à 6.",
+                 "Ajouter des documents : un fichier ou un dossier (.txt .md .html .pdf .docx .jsonl)",
+                 "Ouvrir la page d'avis (comparer des réponses dans un navigateur)"],
+        "choice": "Votre choix (1-7) : ",
+        "bad_choice": "Tapez un nombre de 1 à 7.",
         "path": "Fichier ou dossier : ",
         "question": "Question : ",
         "empty": "Rien de saisi : retour au menu.",
@@ -88,6 +92,7 @@ TEXTS = {
                     "{removed} retiré(s) ({chunks} morceaux écrits).",
         "skipped": "Ignoré(s) ({count}) :",
         "gone": "{count} document(s) dont le fichier a disparu sont gardés : relancez avec --prune pour les retirer.",
+        "page": "La page d'avis est à http://{host}:{port} (Ctrl-C ici l'arrête et revient au menu).",
         "rate": "Notez cette réponse : b = bonne, m = mauvaise, Entrée = passer : ",
         "rate_keys": {"b": "good", "m": "bad"},
         "wanted": "La réponse que vous attendiez (Entrée pour passer) : ",
@@ -307,8 +312,29 @@ def menu_ingest(assistant, texts: dict) -> None:
     ingest(assistant.knowledge_base, [path], prune=False, texts=texts)
 
 
+def menu_ui(assistant, texts: dict) -> None:
+    serve_feedback_page(assistant.settings, "127.0.0.1", 8501, texts)
+
+
 # 5 is Quit, where the first menu had it; later entries come after it.
-MENU_ACTIONS = {"1": menu_ask, "2": menu_add, "3": menu_learn, "4": menu_finetune, "6": menu_ingest}
+MENU_ACTIONS = {"1": menu_ask, "2": menu_add, "3": menu_learn, "4": menu_finetune, "6": menu_ingest, "7": menu_ui}
+
+
+def serve_feedback_page(settings: Settings, host: str, port: int, texts: dict) -> int:
+    """Streamlit serving feedback_ui.py until Ctrl-C; the page reads the same data dir as this process."""
+    import subprocess
+    command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).with_name("feedback_ui.py")),
+               "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false"]
+    print(texts["page"].format(host=host, port=port), flush=True)
+    server = subprocess.Popen(command, env={**os.environ, "APPRENTI_HOME": str(settings.home),
+                                            "APPRENTI_BASE_MODEL": settings.base_model})
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait()
+        return 0
 
 
 def run_menu(settings: Settings, arguments) -> int:
@@ -470,6 +496,12 @@ def command_merge_feedback(settings: Settings, arguments) -> int:
     return 0
 
 
+def command_ui(settings: Settings, arguments) -> int:
+    if arguments.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: the feedback page will be reachable from other machines ({arguments.host})", file=sys.stderr)
+    return serve_feedback_page(settings, arguments.host, arguments.port, TEXTS["en"])
+
+
 def command_status(settings: Settings, arguments) -> int:
     from fine_tune_model import read_entries
     from models import read_training_record
@@ -536,7 +568,7 @@ def command_delete(settings: Settings, arguments) -> int:
 COMMANDS = {"ask": command_ask, "add": command_add, "ingest": command_ingest, "search": command_search,
             "learn": command_learn, "finetune": command_finetune, "complete": command_complete,
             "status": command_status, "list": command_list, "export": command_export, "delete": command_delete,
-            "feedback": command_feedback, "merge-feedback": command_merge_feedback}
+            "feedback": command_feedback, "merge-feedback": command_merge_feedback, "ui": command_ui}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -590,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("--context-id", nargs="+", metavar="ID", help="the chunks the answer came from")
     feedback.add_argument("--answer-model", help="the model that gave the answer")
     commands.add_parser("merge-feedback", help="build data/dataset_rlhf.jsonl and data/dataset_kto.jsonl")
+    ui = commands.add_parser("ui", help="serve the feedback page (Streamlit)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    ui.add_argument("--port", type=int, default=8501)
 
     complete = commands.add_parser("complete", help="the model's plain continuation of a text")
     complete.add_argument("text", help="the text ('-' reads stdin)")

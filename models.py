@@ -250,9 +250,10 @@ class ChatModel:
     def text_ids(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]
 
-    def stream(self, input_ids: list[int], max_new_tokens: int):
-        """Yield the continuation of `input_ids` piece by piece. Generation runs in a thread; closing the
-        generator early (Ctrl-C, a consumer that stops) cancels it at the next token."""
+    def stream(self, input_ids: list[int], max_new_tokens: int, temperature: float = 0.0):
+        """Yield the continuation of `input_ids` piece by piece: greedy, or sampled when `temperature` > 0.
+        Generation runs in a thread; closing the generator early (Ctrl-C, a consumer that stops) cancels it
+        at the next token."""
         import torch
         from transformers import StoppingCriteria, TextIteratorStreamer
 
@@ -265,7 +266,9 @@ class ChatModel:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         inputs = torch.tensor([input_ids], device=self.model.device)
         arguments = dict(input_ids=inputs, attention_mask=torch.ones_like(inputs), streamer=streamer,
-                         max_new_tokens=max_new_tokens, do_sample=False, repetition_penalty=1.1,
+                         max_new_tokens=max_new_tokens, repetition_penalty=1.1,
+                         **(dict(do_sample=True, temperature=temperature, top_p=0.95) if temperature > 0
+                            else dict(do_sample=False)),
                          pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=[Cancel()])
         failure = []
 

@@ -77,17 +77,20 @@ class Assistant:
                 for d in retriever.invoke(question)]
 
     def ask(self, question: str, k: int | None = None, use_rag: bool = True,
-            on_text: Callable[[str], None] = lambda piece: None) -> Answer:
-        """Answer `question`, passing each piece of the answer to `on_text` as it is generated."""
+            on_text: Callable[[str], None] = lambda piece: None, sources: list[Source] | None = None,
+            temperature: float = 0.0) -> Answer:
+        """Answer `question`, passing each piece of the answer to `on_text` as it is generated. `sources`
+        already retrieved are used as they are; `temperature` > 0 samples the answer."""
         question = question.strip()
-        sources = self.retrieve(question, k) if use_rag else []
+        if sources is None:
+            sources = self.retrieve(question, k) if use_rag else []
         if use_rag and not sources:
             refusal = REFUSALS[detect_language(question)]
             on_text(refusal)
             return Answer(refusal, True, None, [])  # no model was asked
         input_ids, sources = self.fit_prompt(question, sources, use_rag)
         pieces = []
-        for piece in self.model.stream(input_ids, self.answer_tokens):
+        for piece in self.model.stream(input_ids, self.answer_tokens, temperature):
             pieces.append(piece)
             on_text(piece)
         return Answer("".join(pieces).strip(), False, self.model.name, sources)
