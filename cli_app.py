@@ -322,6 +322,7 @@ MENU_ACTIONS = {"1": menu_ask, "2": menu_add, "3": menu_learn, "4": menu_finetun
 
 def serve_feedback_page(settings: Settings, host: str, port: int, texts: dict) -> int:
     """Streamlit serving feedback_ui.py until Ctrl-C; the page reads the same data dir as this process."""
+    import signal
     import subprocess
     command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).with_name("feedback_ui.py")),
                "--server.address", host, "--server.port", str(port), "--server.headless", "true",
@@ -329,6 +330,11 @@ def serve_feedback_page(settings: Settings, host: str, port: int, texts: dict) -
     print(texts["page"].format(host=host, port=port), flush=True)
     server = subprocess.Popen(command, env={**os.environ, "APPRENTI_HOME": str(settings.home),
                                             "APPRENTI_BASE_MODEL": settings.base_model})
+
+    def stop(signal_number, frame):  # a terminated Apprenti takes its page down with it
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         return server.wait()
     except KeyboardInterrupt:

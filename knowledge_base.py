@@ -110,13 +110,14 @@ class KnowledgeBase:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             client = server_client(server_url) if server_url else None
-            self.store = Chroma(collection_name=COLLECTION, client=client,
-                                persist_directory=None if client else str(self.directory),
-                                collection_metadata={"hnsw:space": "cosine"})
+            with open_lock(self.directory):
+                self.store = Chroma(collection_name=COLLECTION, client=client,
+                                    persist_directory=None if client else str(self.directory),
+                                    collection_metadata={"hnsw:space": "cosine"})
+                # One keyword index per store: a server's lives in the local data dir, named after the server.
+                name = "keywords.sqlite3" if not server_url else f"keywords-{server_slug(server_url)}.sqlite3"
+                self.keywords = KeywordIndex(self.directory / name)
             self.collection = self.store._collection  # langchain_chroma embeds again on add; we embed once
-            # One keyword index per store: a server's lives in the local data dir, named after the server.
-            name = "keywords.sqlite3" if not server_url else f"keywords-{server_slug(server_url)}.sqlite3"
-            self.keywords = KeywordIndex(self.directory / name)
         except ApprentiError:
             raise
         except Exception as error:  # chromadb and sqlite raise several types for an unusable store
@@ -380,6 +381,19 @@ class KnowledgeBase:
 
     def retriever(self, k: int, threshold: float):
         return retriever_class()(knowledge_base=self, k=k, threshold=threshold)
+
+
+@contextmanager
+def open_lock(directory: Path):
+    """Two processes opening a new store at once would both create its tables: one waits for the other."""
+    try:
+        lock = open(directory / ".open.lock", "a")
+    except OSError:  # a read-only store needs no creating; opening it tells what is wrong
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def server_client(url: str):

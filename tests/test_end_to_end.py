@@ -36,10 +36,11 @@ def test_a_question_answered_from_an_ingested_folder(real_model, tmp_path):
     folder = tmp_path / "notes"
     (folder / "garden").mkdir(parents=True)
     (folder / "garden" / "roses.md").write_text("# Roses\n\nPrune the roses in late February, above an outward bud.")
-    write_pdf(folder / "lake.pdf", ["Lake Quillmoor is cold all year.", "The lake's ferry leaves at 7:15 every morning."])
+    write_pdf(folder / "lake.pdf", ["Chapter one: the history of the village.",
+                                    "The ferry on Lake Quillmoor leaves at 7:15 every morning."])
     ingest = run_cli("ingest", str(folder))
     assert ingest.returncode == 0 and "2 added" in ingest.stdout, ingest.stderr
-    answer = ask_json("When does the ferry on Lake Quillmoor leave?")
+    answer = ask_json("What time does the ferry on Lake Quillmoor leave?")
     assert not answer["refused"] and "7:15" in answer["answer"], answer
     assert answer["sources"][0]["source"] == str(folder / "lake.pdf")
     assert answer["sources"][0]["id"] == f"{folder / 'lake.pdf'}#1"  # the second page's chunk

@@ -65,7 +65,7 @@ def test_history_filters_fixes_and_deletes(tiny_model, home):
     assert page.caption[0].value == "2 of 2 entries"
     page.text_input[0].input("spain").run()
     assert page.caption[0].value == "1 of 2 entries"
-    page.text_area[1].input("Wrong capital").run()  # the comment of the entry shown
+    page.text_area[1].input("Wrong capital")  # the comment of the entry shown
     next(button for button in page.button if button.label == "Save changes").click().run()
     entries, _ = read(path)
     assert next(e for e in entries if e.question == "Capital of Spain?").comment == "Wrong capital"
@@ -119,19 +119,20 @@ def test_in_headless_chromium_ask_choose_submit_and_read_the_record_back(tiny_mo
         question = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "input[aria-label='Question']")))
         question.send_keys("When does the ferry leave?")
         browser.find_element(By.XPATH, "//button[.//p[text()='Ask']]").click()
-        wait.until(ready.presence_of_element_located((By.XPATH, "//p[contains(., 'Answer B')]")))
-        browser.find_element(By.XPATH, "//label[.//p[text()='A is better']]").click()
+        try:
+            wait.until(ready.element_to_be_clickable((By.XPATH, "//label[contains(., 'A is better')]"))).click()
+        finally:
+            browser.save_screenshot(str(tmp_path / "feedback_page.png"))
         browser.find_element(By.CSS_SELECTOR, "textarea[aria-label='Comment (optional)']").send_keys("clear")
         browser.find_element(By.XPATH, "//button[.//p[text()='Submit']]").click()
         wait.until(ready.presence_of_element_located((By.XPATH, "//*[contains(text(), 'Saved as')]")))
         browser.save_screenshot(str(tmp_path / "feedback_page.png"))
     finally:
         browser.quit()
-        server.terminate()
-        server.wait(timeout=30)
+        server.terminate()  # cli_app.py stops the Streamlit server it started
+        output = server.communicate(timeout=60)[0]
     assert (tmp_path / "feedback_page.png").stat().st_size > 10_000
     entries, _ = read(Settings.load().feedback_file)
     assert [(e.question, e.choice, e.comment, e.source) for e in entries] == [
         ("When does the ferry leave?", "first", "clear", "ui")]
-    output = server.stdout.read()
-    assert "127.0.0.1" in output and "Traceback" not in output
+    assert f"http://127.0.0.1:{port}" in output and "Traceback" not in output
