@@ -44,8 +44,17 @@ def candidates(question: str) -> dict:
     for position, label in zip("AB", labels):
         assistant = models[label]
         temperature = SAMPLING_TEMPERATURE if label.startswith("sample") else 0.0
+        shown, pieces = st.empty(), []
+
+        def show(piece: str) -> None:
+            # Each update is a Streamlit call: pressing Stop raises there, which closes the token stream
+            # and so cancels the generation.
+            pieces.append(piece)
+            shown.caption(f"Answer {position}: " + "".join(pieces))
+
         with st.spinner(f"Answer {position}..."):
-            answer = assistant.ask(question, sources=sources, temperature=temperature)
+            answer = assistant.ask(question, sources=sources, temperature=temperature, on_text=show)
+        shown.empty()
         answers.append({"text": answer.answer, "model": answer.model, "label": label})
     return {"question": question, "sources": sources, "answers": answers}
 
