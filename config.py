@@ -6,6 +6,7 @@ flags, which the CLI passes to `Settings.load(...)` as overrides.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,32 @@ class DuplicateIdError(ApprentiError):
 
 class BusyError(ApprentiError):
     """Another Apprenti process holds the resource this one needs."""
+
+
+def append_whole(path: Path, data: bytes, own_line: bool = False) -> None:
+    """Append `data` all at once or not at all, even with other processes appending to the same file: under
+    a lock, synced, and cut back if the disk fills midway. `own_line`: if an earlier crash left the file
+    without its last newline, start on a fresh line, so that the cut line stays alone."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise ApprentiError(f"cannot open {path}: {error.strerror}; nothing was saved") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        size = os.fstat(descriptor).st_size
+        if own_line and size and os.pread(descriptor, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(descriptor, data[written:])
+            os.fsync(descriptor)
+        except OSError as error:
+            os.ftruncate(descriptor, size)
+            raise ApprentiError(f"cannot write {path}: {error.strerror}; nothing was saved") from None
+    finally:
+        os.close(descriptor)
 
 
 @dataclass

@@ -7,7 +7,6 @@ of each id, so nothing is ever rewritten and a crash can cost at most the line b
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -16,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from config import ApprentiError
+from config import ApprentiError, append_whole
 
 CHOICES = {
     "good": "the answer is good",
@@ -76,25 +75,7 @@ class Feedback:
 
 def append(path: Path, feedback: Feedback) -> None:
     """One line, whole or not at all, even with other processes appending at the same time."""
-    line = (json.dumps(asdict(feedback), ensure_ascii=False) + "\n").encode()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError as error:
-        raise ApprentiError(f"cannot write {path}: {error.strerror}") from None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        size = os.fstat(descriptor).st_size
-        if size and os.pread(descriptor, 1, size - 1) != b"\n":
-            line = b"\n" + line  # a line cut by an earlier crash stays alone, reported as broken
-        try:
-            os.write(descriptor, line)
-            os.fsync(descriptor)
-        except OSError as error:
-            os.ftruncate(descriptor, size)  # a full disk must not leave half a line
-            raise ApprentiError(f"cannot write {path}: {error.strerror}; the feedback was not saved") from None
-    finally:
-        os.close(descriptor)
+    append_whole(path, (json.dumps(asdict(feedback), ensure_ascii=False) + "\n").encode(), own_line=True)
 
 
 def read(path: Path) -> tuple[list[Feedback], list[str]]:

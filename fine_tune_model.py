@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from config import ApprentiError, BusyError, Settings
+from config import ApprentiError, BusyError, Settings, append_whole
 
 ENTRY_SEPARATOR = "%"  # a line of its own after each entry, as in fortune files: entries keep their blank lines
 
@@ -43,24 +43,7 @@ def append_entry(path: Path, text: str) -> None:
     if any(line.strip() == ENTRY_SEPARATOR for line in text.splitlines()):
         raise ApprentiError(f"a line holding only '{ENTRY_SEPARATOR}' separates entries in {path.name}: "
                             "reword that line")
-    record = f"{text}\n{ENTRY_SEPARATOR}\n".encode()
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError as error:
-        raise ApprentiError(f"cannot open {path}: {error.strerror}; nothing was saved") from None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        size = os.fstat(descriptor).st_size
-        try:
-            written = 0
-            while written < len(record):
-                written += os.write(descriptor, record[written:])
-            os.fsync(descriptor)
-        except OSError as error:
-            os.ftruncate(descriptor, size)
-            raise ApprentiError(f"cannot write {path}: {error.strerror}; nothing was saved") from None
-    finally:
-        os.close(descriptor)
+    append_whole(path, f"{text}\n{ENTRY_SEPARATOR}\n".encode())
 
 
 def read_entries(path: Path) -> list[str]:

@@ -84,3 +84,23 @@ def run_cli(*arguments: str, input: str | None = None, env: dict | None = None, 
     import subprocess
     return subprocess.run([sys.executable, str(ROOT / "cli_app.py"), *arguments], input=input, text=True,
                           capture_output=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 60) -> None:
+    """Until a server listens on the loopback port (or the time is up: the test then fails on its own)."""
+    import socket
+    import time
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)

@@ -1,16 +1,14 @@
 """The feedback page, through Streamlit's testing API and in a real headless Chromium."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from config import Settings
-from conftest import ROOT
+from conftest import ROOT, free_port, wait_for_port
 from feedback import read
 
 PAGE = str(ROOT / "feedback_ui.py")
@@ -85,12 +83,6 @@ def chromium() -> tuple[str, str]:
     return shutil.which("chromium"), shutil.which("chromedriver")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_in_headless_chromium_ask_choose_submit_and_read_the_record_back(tiny_model, home, chromium, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -107,13 +99,7 @@ def test_in_headless_chromium_ask_choose_submit_and_read_the_record_back(tiny_mo
         options.add_argument(argument)
     browser = webdriver.Chrome(service=Service(chromium[1]), options=options)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.3)
+        wait_for_port(port)
         browser.get(f"http://127.0.0.1:{port}")
         wait = WebDriverWait(browser, 240)
         question = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "input[aria-label='Question']")))

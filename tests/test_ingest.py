@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import time
 import pytest
 
 from config import Settings
-from conftest import ROOT, run_cli
+from conftest import ROOT, free_port, run_cli, wait_for_port
 from knowledge_base import KnowledgeBase
 
 
@@ -227,12 +226,6 @@ def test_a_read_only_store_gives_a_clear_message_and_stays_as_it_was(home, corpu
     assert snapshot(home) == before
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def chroma_server(tmp_path):
     """A real `chroma run` on loopback, with its data in the test's folder."""
@@ -241,13 +234,7 @@ def chroma_server(tmp_path):
     server = subprocess.Popen([chroma, "run", "--path", str(tmp_path / "server-data"), "--host", "127.0.0.1",
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
