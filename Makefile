@@ -18,6 +18,7 @@ BENCH_PACKAGES := python3-doc debian-faq debian-faq-fr
 bench: $(VENV)/.app-installed
 	dpkg -s $(BENCH_PACKAGES) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(BENCH_PACKAGES))
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/run_all.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/training_speed.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/retrieval.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/scale.py
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from config import ApprentiError, Settings
-from language import detect_language
+from common.config import Settings
+from common.errors import ApprentiError
+from store.hybrid_search import Passage
+from store.language import detect_language
 
 # Measured on the bundled 135M model: a short user turn with the passages first answers best; a system
 # prompt or passage ids in the text made it drift (ids were echoed as answers).
@@ -21,21 +23,11 @@ REFUSALS = {
 
 
 @dataclass
-class Source:
-    """A passage an answer was made from: chunk id, document id, fused score, text and where it comes from."""
-    id: str
-    doc_id: str
-    score: float
-    text: str
-    source: str
-
-
-@dataclass
 class Answer:
     answer: str
     refused: bool
     model: str | None
-    sources: list[Source]
+    sources: list[Passage]  # the passages the answer was made from
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -52,7 +44,8 @@ class Assistant:
     @property
     def model(self):
         if self._model is None:
-            from models import ChatModel, choose_chat_model
+            from inference.chat_model import ChatModel
+            from inference.installed import choose_chat_model
             self._model = ChatModel(choose_chat_model(self.settings))
         return self._model
 
@@ -71,13 +64,13 @@ class Assistant:
         """Forget the loaded model, so the next question loads the newest fine-tuned one."""
         self._model = None
 
-    def retrieve(self, question: str, k: int | None = None) -> list[Source]:
+    def retrieve(self, question: str, k: int | None = None) -> list[Passage]:
         retriever = self.knowledge_base.retriever(k or self.settings.top_k, self.settings.relevance_threshold)
-        return [Source(d.id, d.metadata["doc_id"], d.metadata["score"], d.page_content, d.metadata["source"])
+        return [Passage(d.id, d.metadata["doc_id"], d.metadata["score"], d.page_content, d.metadata["source"])
                 for d in retriever.invoke(question)]
 
     def ask(self, question: str, k: int | None = None, use_rag: bool = True,
-            on_text: Callable[[str], None] = lambda piece: None, sources: list[Source] | None = None,
+            on_text: Callable[[str], None] = lambda piece: None, sources: list[Passage] | None = None,
             temperature: float = 0.0) -> Answer:
         """Answer `question`, passing each piece of the answer to `on_text` as it is generated. `sources`
         already retrieved are used as they are; `temperature` > 0 samples the answer."""
@@ -109,7 +102,7 @@ class Assistant:
         # Half the window at most, so a small-window model keeps room for the question.
         return min(self.settings.max_new_tokens, self.model.context_window // 2)
 
-    def fit_prompt(self, question: str, sources: list[Source], use_rag: bool) -> tuple[list[int], list[Source]]:
+    def fit_prompt(self, question: str, sources: list[Passage], use_rag: bool) -> tuple[list[int], list[Passage]]:
         """The prompt's token ids, within the context window less the answer's room: the least relevant
         passages go first, then the start of an overlong question."""
         budget = self.model.context_window - self.answer_tokens
@@ -125,7 +118,7 @@ class Assistant:
                 question = question[len(question) // 4:]
 
 
-def prompt_messages(question: str, sources: list[Source], use_rag: bool) -> list[dict]:
+def prompt_messages(question: str, sources: list[Passage], use_rag: bool) -> list[dict]:
     if not use_rag:
         return [{"role": "user", "content": question}]
     passages = "\n\n".join(source.text for source in sources)

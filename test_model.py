@@ -8,7 +8,8 @@ import argparse
 import sys
 import time
 
-from config import ApprentiError, Settings
+from common.config import Settings
+from common.errors import ApprentiError
 
 QUESTION = "What is the capital of France?"
 
@@ -19,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     arguments = parser.parse_args(argv)
     try:
-        from models import ChatModel, resolve_base_model
+        from inference.chat_model import ChatModel
+        from inference.locate import resolve_base_model
         model = ChatModel(resolve_base_model(Settings.load(base_model=arguments.model)))
         started = time.perf_counter()
         pieces = list(model.stream(model.chat_ids([{"role": "user", "content": QUESTION}]),

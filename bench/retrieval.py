@@ -79,7 +79,7 @@ def bucket(text: str) -> int:
 
 def build_set(name: str, entries, home: Path):
     """The store of one set, and its questions: (question, gold doc id or None, 'dev'/'test'/'unanswerable')."""
-    from config import Settings
+    from common.config import Settings
     from knowledge_base import KnowledgeBase
     entries = [entry for entry in entries if len(entry[2]) > 80]
     corpus = home / f"{name}.jsonl"
@@ -134,7 +134,7 @@ def main() -> int:
     if missing:
         print(f"missing {', '.join(map(str, missing))}: apt-get install {PACKAGES}", file=sys.stderr)
         return 1
-    from knowledge_base import KEYWORD_WEIGHTS
+    from store.hybrid_search import KEYWORD_WEIGHTS
     weights = sorted({float(w) for w in arguments.weights.split(",")} | set(KEYWORD_WEIGHTS.values()))
     home = Path(tempfile.mkdtemp(prefix="apprenti-retrieval-"))
     entries = {"python-faq": python_faq(), "debian-faq-en": debian_faq("en"), "debian-faq-fr": debian_faq("fr")}
@@ -196,8 +196,8 @@ def mean_mrr_of(runs, part: str, weight: float) -> float:
 def threshold_report(runs) -> None:
     """How the relevance threshold in use sorts the questions: answerable ones should be answered, those
     whose answer is not stored refused. (FAQ entries overlap, so some of those have a near answer.)"""
-    from config import DEFAULT_RELEVANCE_THRESHOLD as threshold
-    from knowledge_base import KEYWORD_WEIGHTS
+    from common.config import DEFAULT_RELEVANCE_THRESHOLD as threshold
+    from store.hybrid_search import KEYWORD_WEIGHTS
     answerable = [run[f"top {KEYWORD_WEIGHTS[SETS[name]]}"] for name in runs for run in runs[name]
                   if run["part"] != "unanswerable"]
     unanswerable = [run[f"top {KEYWORD_WEIGHTS[SETS[name]]}"] for name in runs for run in runs[name]

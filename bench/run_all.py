@@ -3,13 +3,11 @@
     .venv/bin/python bench/run_all.py [--skip-tinyllama]       (or: make bench)
 
 Measures, for the bundled SmolLM2-135M-Instruct and for a random model of TinyLlama-1.1B's shape: model
-load, time to first token on a 300-token prompt, decode tokens/s, fine-tuning tokens/s and peak memory;
-and once: seconds to the menu, knowledge-base add (chunks/s) and query (ms).
+load, time to first token on a 300-token prompt and decode tokens/s; and once: seconds to the menu,
+knowledge-base add (chunks/s) and query (ms). Fine-tuning speed and memory: bench/training_speed.py.
 """
 import argparse
-import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,7 +51,8 @@ def tinyllama_shaped(folder: Path, tokenizer_folder: Path) -> Path:
 
 def generation_figures(label: str, folder: Path) -> None:
     import torch
-    from models import ChatModel, ModelSource
+    from inference.chat_model import ChatModel
+    from inference.locate import ModelSource
     model = ChatModel(ModelSource(label, folder))
     report(f"{label}: model load", model.load_seconds, "s")
     prompt = torch.randint(100, 20000, (1, 300))
@@ -70,33 +69,10 @@ def generation_figures(label: str, folder: Path) -> None:
     report(f"{label}: decode", decode, "tokens/s")
 
 
-def fine_tuning_figures(label: str, folder: Path, steps: int) -> None:
-    """A LoRA run of `steps` steps, 4 samples of 256 tokens each, in its own process (as the CLI runs it)."""
-    with tempfile.TemporaryDirectory() as home:
-        words = ("Apprenti learns from the notes its user writes down every day, " * 40).split()
-        with open(Path(home) / "learning_data.txt", "w") as data:
-            for i in range(8):
-                data.write(" ".join(words[i:i + 200]) + "\n%\n")
-        result = subprocess.run([sys.executable, str(ROOT / "fine_tune_model.py"), "--home", home, "--model",
-                                 str(folder), "--max-steps", str(steps), "--min-steps", str(steps)],
-                                capture_output=True, text=True)
-        # The largest child so far: the fine-tuning runs come after the much smaller menu runs.
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-        done = [e for e in events if e["event"] == "done"]
-        if not done:
-            print(f"{label}: fine-tuning failed: {events[-1:] or result.stderr[-500:]}")
-            return
-        step_events = [e for e in events if e["event"] == "step"]
-        report(f"{label}: fine-tuning (LoRA, {steps} steps, {done[0]['record']['samples']} samples)",
-               step_events[-1]["tokens_per_second"], "tokens/s")
-        report(f"{label}: fine-tuning seconds per step", step_events[-1]["elapsed"] / steps, "s")
-        report(f"{label}: fine-tuning peak memory (whole process)", peak / 1024 / 1024, "GiB")
-
-
 def knowledge_base_figures(home: Path) -> None:
-    from config import Settings
-    from knowledge_base import KnowledgeBase, embeddings_for
+    from common.config import Settings
+    from knowledge_base import KnowledgeBase
+    from store.vector_store import embeddings_for
     kb = KnowledgeBase(home / "chroma_db_store", embeddings_for(Settings.load(home=home)))
     documents = [f"Note {i}: the meeting about project {i % 37} moved to room {i % 11}, floor {i % 5}. " * 6
                  for i in range(400)]
@@ -125,16 +101,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         report("seconds to the menu (python cli_app.py, then 5)", seconds_to_menu(scratch), "s")
-        from config import Settings
-        from models import bundled_chat_model
+        from common.config import Settings
+        from inference.locate import bundled_chat_model
         bundled = bundled_chat_model(Settings.load(home=ROOT).models_dir)
         generation_figures("SmolLM2-135M (bundled)", bundled)
-        fine_tuning_figures("SmolLM2-135M (bundled)", bundled, steps=10)
         knowledge_base_figures(scratch)
         if not arguments.skip_tinyllama:
             folder = tinyllama_shaped(scratch / "tinyllama-shaped", bundled)
             generation_figures("TinyLlama-1.1B-shaped", folder)
-            fine_tuning_figures("TinyLlama-1.1B-shaped", folder, steps=5)
 
 
 if __name__ == "__main__":

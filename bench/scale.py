@@ -34,7 +34,7 @@ PYTHON_DOCS = Path("/usr/share/doc/python3-doc/html")
 
 def pick_files(target_chunks: int) -> tuple[list[Path], int]:
     """Pages of the Python documentation, in name order, until they make `target_chunks` chunks."""
-    from documents import chunk_document, read_file
+    from store.documents import chunk_document, read_file
     files, chunks = [], 0
     for page in sorted(PYTHON_DOCS.rglob("*.html")):
         count = len(chunk_document(read_file(page)[0][0], "now"))
@@ -66,7 +66,7 @@ def search_latency(kb, queries: list[str]) -> str:
 def copy_chunks(source, target, copies: int, noise: float = 0.02) -> None:
     """Every chunk of `source` into `target` `copies` times, ids suffixed, vectors moved a little."""
     import numpy as np
-    from documents import Chunk
+    from store.documents import Chunk
     rng = np.random.default_rng(0)
     count = source.count_chunks()
     for offset in range(0, count, 2000):
@@ -105,8 +105,9 @@ def main() -> int:
     if not PYTHON_DOCS.exists():
         print(f"missing {PYTHON_DOCS}: apt-get install python3-doc", file=sys.stderr)
         return 1
-    from config import Settings
-    from knowledge_base import KnowledgeBase, embeddings_for
+    from common.config import Settings
+    from knowledge_base import KnowledgeBase
+    from store.vector_store import embeddings_for
     work = arguments.work or Path(tempfile.mkdtemp(prefix="apprenti-scale-"))
     files, expected = pick_files(arguments.chunks)
     print(f"corpus: {len(files)} pages of the Python documentation, {expected} chunks", flush=True)

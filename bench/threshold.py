@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from config import Settings  # noqa: E402
+from common.config import Settings  # noqa: E402
 from knowledge_base import KnowledgeBase  # noqa: E402
 
 FIXTURE = Path(__file__).with_name("relevance_fixture.json")

@@ -29,8 +29,8 @@ def home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def embeddings():
     """The bundled embedding model, loaded once for the whole session."""
-    from config import Settings
-    from knowledge_base import embeddings_for
+    from common.config import Settings
+    from store.vector_store import embeddings_for
     return embeddings_for(Settings.load())
 
 
@@ -44,7 +44,7 @@ def kb(home, embeddings):
 @pytest.fixture(scope="session")
 def bundled_models(tmp_path_factory) -> Path:
     """The bundled chat model converted to safetensors once for the whole session."""
-    from models import bundled_chat_model
+    from inference.locate import bundled_chat_model
     models_dir = tmp_path_factory.mktemp("models")
     bundled_chat_model(models_dir)
     return models_dir

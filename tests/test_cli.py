@@ -4,7 +4,7 @@ import pytest
 
 from cli_app import main
 from conftest import run_cli
-from fine_tune_model import read_entries
+from training.learning_data import read_entries
 
 
 def test_learn_appends_entries_and_status_counts_them(home, capsys):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from documents import CHUNK_CHARACTERS, SourceDocument, Unreadable, chunk_document, find_files, read_file
+from store.documents import CHUNK_CHARACTERS, SourceDocument, Unreadable, chunk_document, find_files, read_file
 
 
 def write_pdf(path, pages: list[str]) -> None:

@@ -5,7 +5,7 @@ import sys
 
 import pexpect
 
-from config import DEFAULT_RELEVANCE_THRESHOLD
+from common.config import DEFAULT_RELEVANCE_THRESHOLD
 from conftest import ROOT, run_cli
 from test_documents import write_pdf
 
@@ -61,7 +61,7 @@ def test_fine_tuning_teaches_a_fact_the_base_model_does_not_know(real_model):
     assert before.returncode == 0 and "tangerine-47" not in before.stdout
     finetune = run_cli("finetune")
     assert finetune.returncode == 0, finetune.stderr
-    assert "perplexity on the learning data" in finetune.stdout
+    assert "Perplexity on the learning data" in finetune.stdout and "on general text" in finetune.stdout
     after = run_cli("complete", FACT_START)
     assert "tangerine-47" in after.stdout, after.stdout
     assert "tangerine-47" not in run_cli("--base", "complete", FACT_START).stdout
@@ -69,6 +69,7 @@ def test_fine_tuning_teaches_a_fact_the_base_model_does_not_know(real_model):
     assert status["knowledge_base"]["chunks"] == 0  # learned by the weights, not retrieved
     record = status["fine_tuned"]
     assert record["perplexity_after"] < record["perplexity_before"] / 2
+    assert record["perplexity_general_before"] > 1 and record["perplexity_general_after"] > 1
     assert "nothing to do" in run_cli("finetune").stdout
 
 

@@ -4,8 +4,10 @@ import multiprocessing
 
 import pytest
 
-from config import ApprentiError, Settings
-from feedback import Feedback, append, delete, merge, read, split_of
+from common.config import Settings
+from common.errors import ApprentiError
+from feedback.datasets import merge, split_of
+from feedback.records import Feedback, append, delete, read
 
 
 def rating(question, answer, choice, **fields):
@@ -129,7 +131,7 @@ def test_the_command_line_records_feedback_and_merges_it(home, capsys, kb):
                  "--correction", "Paris", "--comment", "wrong city", "--context-id", "paris#0"]) == 0
     assert main(["feedback", "--question", "Capital of France?", "--answer", "Paris", "--good"]) == 0
     assert main(["feedback", "--question", "Q", "--answer", "A", "--good", "--context-id", "nope#0"]) == 1
-    assert "the knowledge base has no chunk nope#0" in capsys.readouterr().err
+    assert "the knowledge base has no chunk or document nope#0" in capsys.readouterr().err
     assert main(["feedback", "--question", "Q", "--answer", "A", "--good", "--correction", "B"]) == 1
     assert "a good answer needs no correction" in capsys.readouterr().err
     entries, _ = read(Settings.load().feedback_file)
@@ -139,3 +141,16 @@ def test_the_command_line_records_feedback_and_merges_it(home, capsys, kb):
     out = capsys.readouterr().out
     assert "2 feedback entries -> 2 preference pairs" in out
     assert len(read_jsonl(Settings.load().rlhf_dataset)) == 2
+
+
+def test_context_ids_may_be_the_document_ids_the_user_chose(home, capsys, kb):
+    from cli_app import main
+    kb.add("Green tea is brewed at 80 degrees.\n\n" + "Black tea wants boiling water. " * 40, "tea-doc")
+    kb.add("Paris is the capital of France.", "paris")
+    assert main(["feedback", "--question", "How hot for green tea?", "--answer", "80 degrees", "--good",
+                 "--context-id", "tea-doc", "paris#0"]) == 0
+    entry = read(Settings.load().feedback_file)[0][0]
+    chunks = kb.documents()["tea-doc"].chunks
+    assert chunks > 1
+    assert [c["id"] for c in entry.context] == [f"tea-doc#{i}" for i in range(chunks)] + ["paris#0"]
+    assert entry.context[0]["text"].startswith("Green tea is brewed at 80 degrees.")

@@ -9,9 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from config import ApprentiError, BusyError, Settings
-from fine_tune_model import (FineTuneConfig, append_entry, hold_lock, read_entries, run_fine_tuning, train)
-from models import TRAINING_RECORD, read_training_record
+from common.config import Settings
+from common.errors import ApprentiError, BusyError
+from fine_tune_model import FineTuneConfig, run_fine_tuning, train
+from inference.installed import TRAINING_RECORD, read_training_record
+from training.core import training_lock
+from training.learning_data import append_entry, read_entries
 
 FAST = dict(epochs=1, min_steps=6, batch_size=2, learning_rate=1e-2)
 
@@ -41,6 +44,8 @@ def test_lora_trains_adapters_only_lowers_perplexity_and_records_its_run(tiny_mo
     assert events[-1]["step"] == 6 and events[-1]["eta"] == 0
     assert record["base_model"] == str(tiny_model) and record["entries"] == 2 and record["steps"] == 6
     assert record["perplexity_after"] < record["perplexity_before"]
+    assert record["perplexity_general_before"] > 1 and record["perplexity_general_after"] > 1
+    assert record["trainer"] == "trl.SFTTrainer" and record["config"] == FineTuneConfig(**FAST).training_settings()
     saved = read_training_record(settings.finetuned_dir)
     assert saved == json.loads(json.dumps(record))
     adapters = load_file(settings.finetuned_dir / "adapter_model.safetensors")
@@ -51,7 +56,7 @@ def test_lora_trains_adapters_only_lowers_perplexity_and_records_its_run(tiny_mo
     assert (tiny_model / "model.safetensors").read_bytes() == base_file
 
 
-def test_unchanged_data_trains_nothing_and_new_data_trains_again(tiny_model):
+def test_unchanged_data_and_settings_train_nothing_and_a_change_of_either_trains_again(tiny_model):
     settings = Settings.load()
     teach(settings, "First fact.")
     assert train(settings, FineTuneConfig(**FAST), lambda event: None) is not None
@@ -59,6 +64,11 @@ def test_unchanged_data_trains_nothing_and_new_data_trains_again(tiny_model):
     assert train(settings, FineTuneConfig(**FAST, force=True), lambda event: None) is not None
     teach(settings, "Second fact.")
     assert train(settings, FineTuneConfig(**FAST), lambda event: None)["entries"] == 2
+    # Same data, more epochs (whose steps the 6-step minimum hides): a different run, so it trains.
+    assert FineTuneConfig(**{**FAST, "epochs": 3}).steps_for(2) == FineTuneConfig(**FAST).steps_for(2)
+    record = train(settings, FineTuneConfig(**{**FAST, "epochs": 3}), lambda event: None)
+    assert record is not None and record["config"]["epochs"] == 3
+    assert train(settings, FineTuneConfig(**{**FAST, "epochs": 3}), lambda event: None) is None
 
 
 def test_full_fine_tuning_changes_every_weight_and_saves_a_whole_model(tiny_model):
@@ -89,9 +99,10 @@ def test_the_subprocess_reports_progress_and_installs_the_model(tiny_model):
 
 def test_two_fine_tunings_at_once_the_second_is_told_to_wait(tiny_model):
     settings = Settings.load()
-    with hold_lock(settings):
+    with training_lock(settings, settings.finetuned_dir):
         with pytest.raises(BusyError, match="another fine-tuning is running"):
-            hold_lock(settings)
+            with training_lock(settings, settings.finetuned_dir):
+                pass
         teach(settings, "Some fact.")
         with pytest.raises(ApprentiError, match="another fine-tuning is running"):
             run_fine_tuning(settings, FineTuneConfig(**FAST), lambda event: None)
@@ -141,7 +152,7 @@ def test_ctrl_c_in_the_cli_stops_the_subprocess_and_keeps_the_previous_model(tin
 
 def test_a_full_disk_while_saving_keeps_the_previous_model(tiny_model, monkeypatch):
     import errno
-    import models
+    from inference import installed
     settings = Settings.load()
     teach(settings, "First.")
     first = train(settings, FineTuneConfig(**FAST), lambda event: None)
@@ -150,7 +161,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_model(tiny_model, monkeypat
     def disk_full(new, target):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(models, "install_model", disk_full)
+    monkeypatch.setattr(installed, "install_model", disk_full)
     with pytest.raises(ApprentiError, match="No space left on device; the previous model is kept"):
         train(settings, FineTuneConfig(**FAST), lambda event: None)
     assert read_training_record(settings.finetuned_dir) == first

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from config import Settings
+from common.config import Settings
 from conftest import ROOT, free_port, run_cli, wait_for_port
 from knowledge_base import KnowledgeBase
 
@@ -111,6 +111,31 @@ def test_a_lost_keyword_index_is_rebuilt_from_the_store(home, embeddings, corpus
 
 
 # ---------------------------------------------------------------- the command line, as scripts use it
+
+def test_waiting_for_another_writer_is_said_on_stderr_so_json_output_stays_json(home, embeddings, corpus):
+    """A search that must rebuild the keyword index waits for the write lock another process holds."""
+    from common.files import file_lock
+    KnowledgeBase(home / "chroma_db_store", embeddings).ingest([corpus])
+    (home / "chroma_db_store" / "keywords.sqlite3").unlink()
+    with file_lock(home / "chroma_db_store" / ".write.lock"):
+        search = subprocess.Popen([sys.executable, str(ROOT / "cli_app.py"), "search", "--json", "XK-4471"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        said = []
+
+        def read_until_waiting():
+            for line in search.stderr:
+                said.append(line)
+                if "waiting" in line:
+                    return
+
+        reader = threading.Thread(target=read_until_waiting, daemon=True)
+        reader.start()
+        reader.join(timeout=120)
+    out, err = search.communicate(timeout=120)
+    assert search.returncode == 0, err
+    assert json.loads(out)[0]["doc_id"] == str(corpus / "errors.txt")
+    assert "waiting for another Apprenti process" in "".join(said)
+
 
 def test_ingest_search_list_and_export_from_the_command_line(corpus, tmp_path):
     (corpus / "broken.jsonl").write_text('{"id": "ok", "text": "A good line."}\n{not json\n')

@@ -1,6 +1,6 @@
 import pytest
 
-from config import ApprentiError, DuplicateIdError
+from common.errors import ApprentiError, DuplicateIdError
 from knowledge_base import KnowledgeBase
 
 
@@ -89,3 +89,14 @@ def test_a_failed_write_gives_a_clear_message_and_keeps_the_old_document(kb, mon
     monkeypatch.undo()
     assert kb.search("version", 1)[0].text == "old version"
     assert kb.keywords.documents() == {"note": (kb.documents()["note"].hash, 1)}  # the index did not move either
+
+
+def test_the_same_knowledge_base_answers_from_several_threads(kb):
+    """A page serves each rerun on a new thread, with the knowledge base it opened on the first."""
+    import threading
+    kb.add("Paris is the capital of France.", "paris")
+    results = []
+    worker = threading.Thread(target=lambda: results.append(kb.search("capital of France", 1, mode="keyword")))
+    worker.start()
+    worker.join()
+    assert [passage.id for passage in results[0]] == ["paris#0"]

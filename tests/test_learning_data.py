@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from config import ApprentiError
-from fine_tune_model import append_entry, data_fingerprint, read_entries
+from common.errors import ApprentiError
+from training.learning_data import append_entry, data_fingerprint, read_entries
 
 
 def test_entries_stay_whole_with_their_blank_lines(home):

@@ -1,12 +1,18 @@
 import json
+import os
+import threading
+import time
 
 import pytest
 import torch
 
-import models
-from config import ApprentiError, Settings
-from models import (BUNDLED_CHAT_MODEL, ChatModel, choose_chat_model, device_and_dtype, from_cache_or_hub,
-                    hub_reachable, install_model, recover_model, resolve_base_model)
+from common.config import Settings
+from common.errors import ApprentiError
+from inference import installed, loading
+from inference.chat_model import ChatModel
+from inference.installed import choose_chat_model, install_model, installed_record
+from inference.loading import device_and_dtype
+from inference.locate import BUNDLED_CHAT_MODEL, from_cache_or_hub, hub_reachable, resolve_base_model
 
 
 def test_settings_take_defaults_then_environment_then_flags(monkeypatch, home):
@@ -44,31 +50,34 @@ def test_a_local_model_folder_is_used_as_it_is(tiny_model):
 
 def test_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
     assert device_and_dtype() == ("cpu", torch.bfloat16)
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
     assert device_and_dtype() == ("cpu", torch.float32)
 
 
+def old_and_new_model(folder):
+    """An installed model folder and a new one to install in its place."""
+    for name, weights in (("tinyllama_finetuned", "old"), ("new", "new")):
+        (folder / name).mkdir()
+        (folder / name / "weights").write_text(weights)
+    return folder / "tinyllama_finetuned", folder / "new"
+
+
 def test_installing_a_model_replaces_the_old_one_and_a_crash_midway_is_recovered(tmp_path):
-    target = tmp_path / "tinyllama_finetuned"
-    target.mkdir()
-    (target / "weights").write_text("old")
-    new = tmp_path / "new"
-    new.mkdir()
-    (new / "weights").write_text("new")
+    target, new = old_and_new_model(tmp_path)
     install_model(new, target)
     assert (target / "weights").read_text() == "new" and not new.exists()
     # A crash after the old model was moved aside, before the new one arrived:
     target.rename(tmp_path / "tinyllama_finetuned.previous")
-    recover_model(target)
+    installed_record(target)
     assert (target / "weights").read_text() == "new"
 
 
 def _write_record(settings, **fields):
     settings.finetuned_dir.mkdir(parents=True)
     record = {"base_model": "x", "method": "lora", "finished_at": "2026-11-22T10:00:00", **fields}
-    (settings.finetuned_dir / models.TRAINING_RECORD).write_text(json.dumps(record))
+    (settings.finetuned_dir / installed.TRAINING_RECORD).write_text(json.dumps(record))
 
 
 def test_the_fine_tuned_model_is_used_only_when_trained_from_the_base_in_use(tiny_model, capsys):
@@ -87,17 +96,59 @@ def test_a_fine_tuned_model_of_another_base_is_ignored_with_a_notice(tiny_model,
     assert "trained from some/other-model" in capsys.readouterr().err
 
 
-def test_streaming_yields_pieces_and_stops_when_closed(tiny_model):
+def test_streaming_yields_pieces_and_closing_the_stream_stops_the_generation(tiny_model):
     model = ChatModel(resolve_base_model(Settings.load()))
     assert model.context_window == 128 and model.device == "cpu"
-    pieces = list(model.stream(model.text_ids("Hello"), 8))
-    assert len(pieces) >= 1 and all(isinstance(piece, str) for piece in pieces)
-    stream = model.stream(model.text_ids("Hello"), 100)
+    model.model.generation_config.eos_token_id = None  # every run goes to max_new_tokens unless cancelled
+    forwards = []
+
+    def slow_forward(module, inputs, output):  # 20 ms a token: a cancelled run cannot finish unseen
+        forwards.append(time.perf_counter())
+        time.sleep(0.02)
+
+    model.model.register_forward_hook(slow_forward)
+    pieces = list(model.stream(model.text_ids("Hello"), 40))
+    assert len(pieces) >= 1 and all(isinstance(piece, str) for piece in pieces) and len(forwards) == 40
+    forwards.clear()
+    stream = model.stream(model.text_ids("Hello"), 40)
     next(stream)
-    stream.close()  # what Ctrl-C in the middle of an answer does: the generation thread ends
+    stream.close()  # what Ctrl-C in the middle of an answer does
+    stopped_at = len(forwards)
+    time.sleep(0.3)
+    assert stopped_at < 20 and len(forwards) == stopped_at  # the generation ended, and stays ended
+
+
+def test_a_reader_never_races_the_installer(tmp_path, monkeypatch):
+    """A reader recovering between the two renames of an installation would put the old model back and
+    make the new one's rename fail: readers wait for the installer instead."""
+    target, new = old_and_new_model(tmp_path)
+    real_rename, readers = os.rename, []
+
+    def rename_then_let_a_reader_in(source, destination):
+        real_rename(source, destination)
+        if str(destination).endswith(".previous"):  # between the two renames
+            reader = threading.Thread(target=installed_record, args=(target,))
+            reader.start()
+            reader.join(timeout=1)
+            readers.append(reader)
+
+    monkeypatch.setattr(installed.os, "rename", rename_then_let_a_reader_in)
+    install_model(new, target)
+    readers[0].join(timeout=10)
+    assert not readers[0].is_alive() and (target / "weights").read_text() == "new"
+    assert not new.exists() and not target.with_name("tinyllama_finetuned.previous").exists()
+
+
+def test_settings_reach_a_child_process_through_the_environment(monkeypatch):
+    settings = Settings.load(relevance_threshold=0.8, use_finetuned=False, top_k=2)
+    monkeypatch.setattr(os, "environ", settings.environment())
+    assert Settings.load() == settings
+    monkeypatch.setattr(os, "environ", {"APPRENTI_USE_FINETUNED": "perhaps"})
+    with pytest.raises(ApprentiError, match="APPRENTI_USE_FINETUNED='perhaps' is not a bool"):
+        Settings.load()
 
 
 def test_a_folder_without_weights_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ApprentiError, match="cannot load the model"):
-        models.load_causal_lm(tmp_path)
+        loading.load_causal_lm(tmp_path)

@@ -1,8 +1,9 @@
 import pytest
 
-from config import Settings
-from language import detect_language
-from rag_module import REFUSALS, Assistant, Source
+from common.config import Settings
+from rag_module import REFUSALS, Assistant
+from store.hybrid_search import Passage
+from store.language import detect_language
 
 
 @pytest.mark.parametrize("question, language", [
@@ -46,7 +47,7 @@ def test_the_prompt_always_fits_the_context_window(tiny_model):
     """The tiny model's window is 128 tokens: long passages are dropped, an overlong question is cut."""
     assistant = Assistant(Settings.load(max_new_tokens=40))
     budget = assistant.model.context_window - assistant.answer_tokens
-    sources = [Source(f"doc{i}#0", f"doc{i}", 0.9 - i / 10, "A fairly long passage about Paris and France. " * 8,
+    sources = [Passage(f"doc{i}#0", f"doc{i}", 0.9 - i / 10, "A fairly long passage about Paris and France. " * 8,
                       "typed")
                for i in range(3)]
     input_ids, kept = assistant.fit_prompt("What is the capital of France?", sources, use_rag=True)
@@ -58,5 +59,17 @@ def test_the_prompt_always_fits_the_context_window(tiny_model):
 
 
 def test_without_rag_the_model_answers_alone(tiny_model):
-    answer = Assistant(Settings.load()).ask("What is the capital of France?", use_rag=False)
-    assert not answer.refused and answer.sources == []
+    """No retrieval and no passage in the prompt, even with a knowledge base that would answer."""
+    assistant = Assistant(Settings.load())
+    assistant.knowledge_base.add("Paris is the capital of France.", "paris")
+    assert assistant.ask("What is the capital of France?").sources  # with RAG it is found
+
+    def no_retrieval(*arguments, **options):
+        raise AssertionError("the knowledge base was searched")
+
+    prompts, chat_ids = [], assistant.model.chat_ids
+    assistant.retrieve = no_retrieval
+    assistant.model.chat_ids = lambda messages: prompts.append(messages) or chat_ids(messages)
+    answer = assistant.ask("What is the capital of France?", use_rag=False)
+    assert not answer.refused and answer.sources == [] and answer.model == str(tiny_model)
+    assert prompts == [[{"role": "user", "content": "What is the capital of France?"}]]

@@ -1,39 +1,56 @@
 """The feedback page: ask a question, compare two answers, say which is better (or that both are bad), write
 the answer you wanted; browse past feedback, fix or delete an entry.
 
-    streamlit run feedback_ui.py        # or: python cli_app.py ui, or menu 7; binds to 127.0.0.1
+    streamlit run app/feedback_ui.py    # or: python cli_app.py ui, or menu 7; binds to 127.0.0.1
 
 The two answers are the base and the fine-tuned model when there is a fine-tuned one, else two samples of
-the same model; which is which is shown only after the choice, so that it cannot sway it.
+the same model; which is which is shown only after the choice, so that it cannot sway it. Documents and
+answers are shown as text, never as Markdown: an image link in a document must not make the browser fetch it.
 """
 from __future__ import annotations
 
+import json
 import random
+import re
+import sys
+from pathlib import Path
 
 import streamlit as st
 
-from config import ApprentiError, Settings
-from feedback import CHOICES, Feedback, append, delete, read
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only app/ on the path
+from common.config import Settings  # noqa: E402
+from common.errors import ApprentiError  # noqa: E402
+from feedback.records import CHOICES, Feedback, append, delete, read  # noqa: E402
+from inference.installed import installed_record  # noqa: E402
 
 SAMPLING_TEMPERATURE = 0.8  # two samples of one model must differ to be worth comparing
 VERDICTS = {"A is better": "first", "B is better": "second", "Both are bad": "both_bad"}
 
 
-@st.cache_resource(show_spinner="Loading the models (once)...")
-def assistants(home: str) -> dict:
-    """The assistants that give the two answers, loaded once per server."""
-    from models import choose_chat_model, resolve_base_model
+@st.cache_resource(show_spinner="Loading the models (once)...", max_entries=1)
+def assistants(settings_json: str, installed: str) -> dict:
+    """The assistants that give the two answers, loaded once per settings and fine-tuned model: a newly
+    installed model (`installed` changes) is loaded at the next question, without a restart."""
+    from inference.installed import choose_chat_model
+    from inference.locate import resolve_base_model
     from rag_module import Assistant
-    settings = Settings.load(home=home)
+    settings = Settings(**json.loads(settings_json))
     assistant = Assistant(settings)
     if choose_chat_model(settings).name != resolve_base_model(settings).name:
-        return {"base": Assistant(Settings.load(home=home, use_finetuned=False)), "fine-tuned": assistant}
+        return {"base": Assistant(Settings(**{**json.loads(settings_json), "use_finetuned": False})),
+                "fine-tuned": assistant}
     return {"sample 1": assistant, "sample 2": assistant}
 
 
-def candidates(question: str) -> dict:
+def current_assistants(settings: Settings) -> dict:
+    record = installed_record(settings.finetuned_dir) if settings.use_finetuned else None
+    fields = {name: str(value) if isinstance(value, Path) else value for name, value in settings.__dict__.items()}
+    return assistants(json.dumps(fields, sort_keys=True), (record or {}).get("finished_at", ""))
+
+
+def candidates(settings: Settings, question: str) -> dict:
     """Retrieve once, then two answers in a random order; a refusal needs no comparison."""
-    models = assistants(str(Settings.load().home))
+    models = current_assistants(settings)
     first = next(iter(models.values()))
     sources = first.retrieve(question)
     if not sources:
@@ -50,13 +67,18 @@ def candidates(question: str) -> dict:
             # Each update is a Streamlit call: pressing Stop raises there, which closes the token stream
             # and so cancels the generation.
             pieces.append(piece)
-            shown.caption(f"Answer {position}: " + "".join(pieces))
+            shown.text(f"Answer {position}: " + "".join(pieces))
 
         with st.spinner(f"Answer {position}..."):
             answer = assistant.ask(question, sources=sources, temperature=temperature, on_text=show)
         shown.empty()
         answers.append({"text": answer.answer, "model": answer.model, "label": label})
     return {"question": question, "sources": sources, "answers": answers}
+
+
+def plain(text: str) -> str:
+    """`text` escaped for the labels that Streamlit renders as Markdown, so that it shows as typed."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$:])", r"\\\1", text)
 
 
 def ask_page(settings: Settings) -> None:
@@ -71,7 +93,7 @@ def ask_page(settings: Settings) -> None:
             return
         st.caption("Generating; press Stop (top right) to cancel.")
         try:
-            st.session_state["round"] = candidates(question.strip())
+            st.session_state["round"] = candidates(settings, question.strip())
         except ApprentiError as error:
             st.error(str(error))
             return
@@ -84,16 +106,16 @@ def ask_page(settings: Settings) -> None:
                 "not know, and there is nothing to compare.")
         return
     for source in current["sources"]:
-        st.markdown(f"**[{source.id}]** score {source.score:.2f} — {source.source}")
+        st.text(f"[{source.id}] score {source.score:.2f} — {source.source}")
         st.text(source.text)
     columns = st.columns(2)
     for column, position, answer in zip(columns, "AB", current["answers"]):
         column.markdown(f"**Answer {position}**")
-        column.write(answer["text"])
+        column.text(answer["text"])
     saved = st.session_state.get("saved")
     if saved:
-        st.success(f"Saved as {saved}. " + " · ".join(f"{p} was {a['label']} ({a['model']})"
-                                                      for p, a in zip("AB", current["answers"])))
+        st.success(plain(f"Saved as {saved}. " + " · ".join(f"{p} was {a['label']} ({a['model']})"
+                         for p, a in zip("AB", current["answers"]))))
         return
     with st.form("judge"):
         verdict = st.radio("Which answer is better?", list(VERDICTS), index=None)
@@ -125,10 +147,10 @@ def history_page(settings: Settings) -> None:
              and (not text or text in entry.question.lower() or text in entry.comment.lower())]
     st.caption(f"{len(shown)} of {len(entries)} entries")
     for entry in shown:
-        with st.expander(f"{entry.timestamp} · {entry.source} · {entry.choice} · {entry.question[:80]}"):
+        with st.expander(plain(f"{entry.timestamp} · {entry.source} · {entry.choice} · {entry.question[:80]}")):
             for position, answer in zip("AB", entry.answers):
-                st.markdown(f"**{position}** ({answer.get('model')}): {answer['text']}")
-            st.caption("Context: " + (", ".join(c["id"] for c in entry.context) or "none"))
+                st.text(f"{position} ({answer.get('model')}): {answer['text']}")
+            st.text("Context: " + (", ".join(c["id"] for c in entry.context) or "none"))
             with st.form(f"edit-{entry.id}"):
                 allowed = ["good", "bad"] if len(entry.answers) == 1 else ["first", "second", "both_bad"]
                 choice = st.selectbox("Choice", allowed, index=allowed.index(entry.choice))

@@ -1,4 +1,4 @@
-"""Settings shared by every Apprenti entry point, the data dir layout and the error family.
+"""Settings shared by every Apprenti entry point, and the data dir layout.
 
 Precedence: the defaults below, then environment variables (machine-specific things), then command-line
 flags, which the CLI passes to `Settings.load(...)` as overrides.
@@ -6,56 +6,19 @@ flags, which the CLI passes to `Settings.load(...)` as overrides.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent
+from common.errors import ApprentiError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE_MODEL = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # The lowest fused retrieval score (knowledge_base.KnowledgeBase.search) that counts as an answer. Measured by
 # `python bench/threshold.py` on bench/relevance_fixture.json (22 answerable, 20 unanswerable questions,
 # English and French): 0.36 answers or refuses 95% of them rightly (0.54, the best on dense scores alone, 83%).
 DEFAULT_RELEVANCE_THRESHOLD = 0.36
-
-
-class ApprentiError(Exception):
-    """A problem the user can act on; the CLI prints its message, never a traceback."""
-
-
-class DuplicateIdError(ApprentiError):
-    """A document id that the knowledge base already holds."""
-
-
-class BusyError(ApprentiError):
-    """Another Apprenti process holds the resource this one needs."""
-
-
-def append_whole(path: Path, data: bytes, own_line: bool = False) -> None:
-    """Append `data` all at once or not at all, even with other processes appending to the same file: under
-    a lock, synced, and cut back if the disk fills midway. `own_line`: if an earlier crash left the file
-    without its last newline, start on a fresh line, so that the cut line stays alone."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError as error:
-        raise ApprentiError(f"cannot open {path}: {error.strerror}; nothing was saved") from None
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        size = os.fstat(descriptor).st_size
-        if own_line and size and os.pread(descriptor, 1, size - 1) != b"\n":
-            data = b"\n" + data
-        try:
-            written = 0
-            while written < len(data):
-                written += os.write(descriptor, data[written:])
-            os.fsync(descriptor)
-        except OSError as error:
-            os.ftruncate(descriptor, size)
-            raise ApprentiError(f"cannot write {path}: {error.strerror}; nothing was saved") from None
-    finally:
-        os.close(descriptor)
 
 
 @dataclass
@@ -70,9 +33,11 @@ class Settings:
     relevance_threshold: float = field(default=DEFAULT_RELEVANCE_THRESHOLD,
                                        metadata={"env": "APPRENTI_RELEVANCE_THRESHOLD",
                                                  "help": "lowest retrieval score that counts as relevant"})
-    top_k: int = field(default=4, metadata={"help": "passages retrieved per question"})
-    max_new_tokens: int = field(default=256, metadata={"help": "longest answer, in tokens"})
-    use_finetuned: bool = field(default=True, metadata={"help": "use tinyllama_finetuned/ when it fits"})
+    top_k: int = field(default=4, metadata={"env": "APPRENTI_TOP_K", "help": "passages retrieved per question"})
+    max_new_tokens: int = field(default=256, metadata={"env": "APPRENTI_MAX_NEW_TOKENS",
+                                                       "help": "longest answer, in tokens"})
+    use_finetuned: bool = field(default=True, metadata={"env": "APPRENTI_USE_FINETUNED",
+                                                        "help": "use tinyllama_finetuned/ when it fits"})
 
     def __post_init__(self):
         self.home = Path(self.home).expanduser().resolve()
@@ -96,15 +61,19 @@ class Settings:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
         values = {}
         for f in dataclasses.fields(cls):
-            env = f.metadata.get("env")
-            if env and os.environ.get(env):
-                values[f.name] = os.environ[env]
+            variable = f.metadata["env"]
+            if os.environ.get(variable):
+                values[f.name] = from_environment(variable, os.environ[variable], f.type)
             if overrides.get(f.name) is not None:
                 values[f.name] = overrides[f.name]
         try:
             return cls(**values)
         except ValueError as error:
             raise ApprentiError(f"bad setting: {error}") from None
+
+    def environment(self) -> dict[str, str]:
+        """These settings as environment variables: a child process (a page, a trainer) loads the same."""
+        return {f.metadata["env"]: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     # The data dir layout, named once here.
     @property
@@ -144,3 +113,14 @@ class Settings:
     @property
     def log_file(self) -> Path:
         return self.home / "apprenti.log"
+
+
+def from_environment(variable: str, value: str, kind: str):
+    try:
+        if kind == "bool":
+            if value.lower() not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+                raise ValueError
+            return value.lower() in {"1", "true", "yes", "on"}
+        return {"int": int, "float": float}.get(kind, str)(value)
+    except ValueError:
+        raise ApprentiError(f"bad setting: {variable}={value!r} is not a {kind}") from None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from language import detect_language
+from store.language import detect_language
 
 CHUNK_CHARACTERS = 800  # about 200 word pieces: all-MiniLM-L6-v2 reads at most 256
 CHUNK_OVERLAP = 100
@@ -55,6 +55,15 @@ class Chunk:
     metadata: dict
 
 
+def chunk_id(doc_id: str, index: int) -> str:
+    """Document `ID` is stored as chunks `ID#0`, `ID#1`, ..."""
+    return f"{doc_id}#{index}"
+
+
+def doc_id_of(chunk_id: str) -> str:
+    return chunk_id.rsplit("#", 1)[0]
+
+
 def chunk_document(document: SourceDocument, ingested_at: str) -> list[Chunk]:
     """The document's chunks, `doc_id#0`, `doc_id#1`..., each with metadata that says where it comes from."""
     from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -73,7 +82,7 @@ def chunk_document(document: SourceDocument, ingested_at: str) -> list[Chunk]:
                     "doc_hash": document.hash, "language": language, "ingested_at": ingested_at}
         if len(document.pages) > 1:
             metadata["page"] = page_number
-        chunks.append(Chunk(f"{document.doc_id}#{index}", text, metadata))
+        chunks.append(Chunk(chunk_id(document.doc_id, index), text, metadata))
     return chunks
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import threading
 from pathlib import Path
 
-from language import detect_language, keyword_terms
+from store.language import detect_language, keyword_terms
 
 K1 = 1.2  # FTS5's bm25() constant: a term's weight saturates at idf * (K1 + 1)
 SCHEMA = """
@@ -24,11 +25,17 @@ CREATE VIRTUAL TABLE IF NOT EXISTS vocabulary USING fts5vocab(terms, 'row');
 class KeywordIndex:
     def __init__(self, path: Path):
         self.path = path
-        self.connection = sqlite3.connect(path, timeout=120)
+        self._local = threading.local()
         self.connection.executescript(SCHEMA)
 
-    def close(self) -> None:
-        self.connection.close()
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """One connection per thread: SQLite refuses a connection made in another thread, and a page
+        (Streamlit) runs each rerun on a new one."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = sqlite3.connect(self.path, timeout=120)
+        return connection
 
     def write(self, chunks, replaced_doc_ids=()) -> None:
         """Remove every chunk of `replaced_doc_ids`, add `chunks`: all of it, or nothing."""

@@ -1,0 +1,110 @@
+"""Human feedback: a rating after an answer, judgements from scripts, the preference datasets, the page."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from cli.registry import command, option
+from cli.texts import TEXTS
+from common.config import PROJECT_ROOT, Settings
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def ask_rating(settings: Settings, question: str, answer, texts: dict) -> None:
+    """One key to rate (or skip); a bad answer may get the answer the user wanted."""
+    from feedback.records import Feedback, append
+    choice = texts["rate_keys"].get(input(texts["rate"]).strip().lower()[:1])
+    if choice is None:
+        return
+    correction = input(texts["wanted"]).strip() if choice == "bad" else ""
+    append(settings.feedback_file, Feedback(
+        question=question, answers=[{"text": answer.answer, "model": answer.model}], choice=choice, source="cli",
+        context=[{"id": source.id, "text": source.text} for source in answer.sources], correction=correction))
+    print(texts["thanks"])
+
+
+def add_verdict(parser) -> None:
+    verdict = parser.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--good", action="store_true")
+    verdict.add_argument("--bad", action="store_true")
+
+
+@command("feedback", "record a judgement of an answer",
+         option("--question", required=True),
+         option("--answer", required=True, help="the answer judged"),
+         add_verdict,
+         option("--correction", help="the answer wanted (with --bad)"),
+         option("--comment"),
+         option("--context-id", nargs="+", metavar="ID",
+                help="the passages the answer came from: chunk ids (ID#n) or document ids (all their chunks)"),
+         option("--answer-model", help="the model that gave the answer"))
+def record_feedback(settings: Settings, arguments) -> int:
+    """Record a judgement of an answer, as the menu does after one."""
+    from feedback.records import Feedback, append
+    from knowledge_base import KnowledgeBase
+    context = []
+    if arguments.context_id:
+        context = [{"id": chunk_id, "text": text}
+                   for chunk_id, text in KnowledgeBase.open(settings).passages(arguments.context_id)]
+    entry = Feedback(question=arguments.question, answers=[{"text": arguments.answer, "model": arguments.answer_model}],
+                     choice="good" if arguments.good else "bad", source="cli", context=context,
+                     correction=arguments.correction or "", comment=arguments.comment or "")
+    append(settings.feedback_file, entry)
+    print(f"Feedback {entry.id} saved in {settings.feedback_file}.")
+    return 0
+
+
+@command("merge-feedback", "build data/dataset_rlhf.jsonl and data/dataset_kto.jsonl from the feedback")
+def merge_feedback(settings: Settings, arguments) -> int:
+    """Build the preference datasets from all the feedback (step 4 of the pipeline)."""
+    from feedback.datasets import merge
+    if not settings.feedback_file.exists():
+        print(f"No feedback yet ({settings.feedback_file} does not exist): rate some answers first.")
+        return 0
+    report = merge(settings.feedback_file, settings.rlhf_dataset, settings.kto_dataset)
+    for problem in report.broken_lines:
+        print(f"{settings.feedback_file}: {problem}: skipped", file=sys.stderr)
+    print(f"{report.entries} feedback entries -> {report.pairs} preference pairs ({report.train} train, "
+          f"{report.test} test) in {settings.rlhf_dataset}; {report.kto} rows in {settings.kto_dataset}.")
+    for reason, count in report.skipped.items():
+        print(f"  skipped {count}: {reason}")
+    return 0
+
+
+def serve_page(page: str, settings: Settings, host: str, port: int, texts: dict) -> int:
+    """Streamlit serving app/<page> until Ctrl-C, with every setting of this process (data dir, models,
+    threshold...), so that the page answers as the CLI does."""
+    command_line = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app" / page),
+                    "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+                    "--browser.gatherUsageStats", "false"]
+    print(texts["page"].format(host=host, port=port), flush=True)
+    server = subprocess.Popen(command_line, env={**os.environ, **settings.environment()})
+
+    def stop(signal_number, frame):  # a terminated Apprenti takes its page down with it
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def menu_ui(assistant, texts: dict) -> None:
+    serve_page("feedback_ui.py", assistant.settings, "127.0.0.1", 8501, texts)
+
+
+@command("ui", "serve the feedback page: compare two answers, fix past feedback",
+         option("--host", default="127.0.0.1", help="address to bind (default: this machine only)"),
+         option("--port", type=int, default=8501))
+def ui(settings: Settings, arguments) -> int:
+    if arguments.host not in LOCAL_HOSTS:
+        print(f"warning: the page will be reachable from other machines ({arguments.host})", file=sys.stderr)
+    return serve_page("feedback_ui.py", settings, arguments.host, arguments.port, TEXTS["en"])

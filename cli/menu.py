@@ -1,0 +1,45 @@
+"""The menu: the prototype's five entries (5 is still Quit), and the later ones after it."""
+from __future__ import annotations
+
+from cli.answers import menu_ask
+from cli.feedback import menu_ui
+from cli.knowledge import menu_add, menu_ingest
+from cli.learning import menu_finetune, menu_learn
+from cli.status import status_line
+from cli.texts import TEXTS, interface_language
+from common.config import Settings
+from common.errors import ApprentiError
+
+QUIT = "5"
+MENU_ACTIONS = {"1": menu_ask, "2": menu_add, "3": menu_learn, "4": menu_finetune, "6": menu_ingest, "7": menu_ui}
+
+
+def run_menu(settings: Settings, arguments=None) -> int:
+    from rag_module import Assistant
+    texts = TEXTS[interface_language()]
+    assistant = Assistant(settings)
+    print(f"Apprenti · {status_line(settings)}")
+    while True:
+        print()
+        for number, label in enumerate(texts["menu"], 1):
+            print(f"{number}. {label}")
+        try:
+            choice = input(texts["choice"]).strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if choice == QUIT:
+            print(texts["bye"])
+            return 0
+        if choice not in MENU_ACTIONS:
+            print(texts["bad_choice"])
+            continue
+        try:
+            MENU_ACTIONS[choice](assistant, texts)
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print(texts["interrupted"])
+        except ApprentiError as error:
+            print(f"error: {error}")

@@ -1,0 +1,77 @@
+"""A loaded chat model: prompts in its chat template, plain completion, answers streamed token by token."""
+from __future__ import annotations
+
+import threading
+import time
+
+from inference.loading import load_causal_lm
+from inference.locate import ModelSource
+
+
+class ChatModel:
+    """A loaded causal language model with its tokenizer: chat prompts, plain completion, streaming."""
+
+    def __init__(self, source: ModelSource):
+        started = time.perf_counter()
+        self.name = source.name
+        self.model, self.tokenizer = load_causal_lm(source.path, adapter=source.adapter)
+        self.load_seconds = time.perf_counter() - started
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.model.dtype).removeprefix("torch.")
+
+    @property
+    def context_window(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                       return_dict=True)["input_ids"])
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text)["input_ids"]
+
+    def stream(self, input_ids: list[int], max_new_tokens: int, temperature: float = 0.0):
+        """Yield the continuation of `input_ids` piece by piece: greedy, or sampled when `temperature` > 0.
+        Generation runs in a thread; closing the generator early (Ctrl-C, a consumer that stops) cancels it
+        at the next token."""
+        import torch
+        from transformers import StoppingCriteria, TextIteratorStreamer
+
+        cancelled = threading.Event()
+
+        class Cancel(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return cancelled.is_set()
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        inputs = torch.tensor([input_ids], device=self.model.device)
+        arguments = dict(input_ids=inputs, attention_mask=torch.ones_like(inputs), streamer=streamer,
+                         max_new_tokens=max_new_tokens, repetition_penalty=1.1,
+                         **(dict(do_sample=True, temperature=temperature, top_p=0.95) if temperature > 0
+                            else dict(do_sample=False)),
+                         pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=[Cancel()])
+        failure = []
+
+        def generate():
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**arguments)
+            except BaseException as error:  # re-raised in the caller's thread below
+                failure.append(error)
+                streamer.end()
+
+        worker = threading.Thread(target=generate, daemon=True)
+        worker.start()
+        try:
+            yield from streamer
+        finally:
+            cancelled.set()
+            worker.join()
+        if failure:
+            raise failure[0]

@@ -1,0 +1,222 @@
+"""The training core that every learning step runs on: load the base model, apply LoRA, run a trl trainer with
+JSON progress events, measure perplexity, and install the result whole.
+
+A training runs in a subprocess of the CLI (`run_training_process`), so that its memory goes back when it
+ends and a crash cannot take the CLI with it; the subprocess (`training_process_main`) holds the data dir's
+training lock and prints one JSON event a line on stdout. The new model is written to a temporary folder and
+put in place only once whole: a crash, a kill or Ctrl-C leaves the previous model as it was.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+from common.config import Settings
+from common.crash import log_crash
+from common.errors import ApprentiError
+from common.files import file_lock
+
+GENERAL_TEXT = Path(__file__).with_name("general_text.txt")  # see the README for its source and licence
+EVALUATION_SAMPLES = 64  # blocks of each text that perplexity is measured on
+Report = Callable[[dict], None]
+
+
+# ---------------------------------------------------------------- the model and its data
+
+def load_for_training(path: Path, full: bool):
+    """The model to train and its tokenizer. Trained weights stay in fp32 (bf16 steps would round small
+    updates away); the frozen base under LoRA is kept in bf16 where the CPU computes it natively, which
+    halves its memory, and the trainer's autocast computes in bf16 there."""
+    import torch
+    from inference.loading import device_and_dtype, load_causal_lm
+    device, dtype = device_and_dtype()
+    model, tokenizer = load_causal_lm(path, device, torch.float32 if full else dtype)
+    return model.train(), tokenizer
+
+
+def lora_config(rank: int, **options):
+    from peft import LoraConfig
+    return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
+                      task_type=options.pop("task_type", "CAUSAL_LM"), **options)
+
+
+def token_blocks(tokenizer, texts: list[str], block_size: int) -> list[list[int]]:
+    """Each text, ended by the end-of-text token, as one sample; a long one split into blocks."""
+    blocks = []
+    for text in texts:
+        ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+        blocks += [ids[start:start + block_size] for start in range(0, len(ids), block_size)]
+    return blocks
+
+
+def general_text_blocks(tokenizer, block_size: int) -> list[list[int]]:
+    """The general text shipped with the project, in blocks: perplexity on it shows forgetting."""
+    paragraphs = GENERAL_TEXT.read_text(encoding="utf-8").split("\n\n")
+    ids = tokenizer("\n\n".join(paragraphs))["input_ids"]
+    return [ids[start:start + block_size] for start in range(0, len(ids), block_size)][:EVALUATION_SAMPLES]
+
+
+def as_dataset(blocks: list[list[int]]):
+    from datasets import Dataset
+    return Dataset.from_dict({"input_ids": blocks})
+
+
+# ---------------------------------------------------------------- the trainer
+
+def trainer_arguments(config_class, output_dir: Path, *, steps: int, batch_size: int, learning_rate: float,
+                      seed: int, **options):
+    """A trl config for this machine. trl's defaults assume a GPU (bf16 on, gradient checkpointing on): here
+    bf16 is on only where the hardware computes it natively, and checkpointing is off (it trades time for
+    memory that a CPU with this much RAM does not need)."""
+    import torch
+    from inference.loading import device_and_dtype
+    device, dtype = device_and_dtype()
+    return config_class(
+        output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size, learning_rate=learning_rate, lr_scheduler_type="linear",
+        warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=seed, data_seed=seed,
+        use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+        gradient_checkpointing=False, logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
+        disable_tqdm=True, include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, **options)
+
+
+def progress_callback(report: Report):
+    """A TrainerCallback that reports each step as a JSON event: step, loss, ETA and tokens/s."""
+    from transformers import TrainerCallback
+
+    class ProgressEvents(TrainerCallback):
+        started = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            elapsed = time.perf_counter() - self.started
+            step, steps = state.global_step, state.max_steps
+            report({"event": "step", "step": step, "steps": steps, "loss": float(logs["loss"]), "elapsed": elapsed,
+                    "eta": elapsed / step * (steps - step), "tokens_per_second": state.num_input_tokens_seen / elapsed})
+
+    return ProgressEvents()
+
+
+def quiet(trainer):
+    """Our events say what happens: transformers' own printer of the logs (stdout) goes."""
+    from transformers.trainer_callback import PrinterCallback
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def perplexities(trainer, texts: dict[str, list[list[int]]]) -> dict[str, float]:
+    """exp of the mean loss on each of `texts` (name -> blocks), with the trainer's own precision."""
+    metrics = trainer.evaluate({name: as_dataset(blocks[:EVALUATION_SAMPLES]) for name, blocks in texts.items()})
+    return {name: math.exp(min(metrics[f"eval_{name}_loss"], 50.0)) for name in texts}
+
+
+def scratch_dir():
+    """Where the trainer may write (it writes nothing with save_strategy='no', but wants a folder)."""
+    return tempfile.TemporaryDirectory(prefix="apprenti-trainer-")
+
+
+# ---------------------------------------------------------------- installing the result
+
+def save_and_install(model, tokenizer, record: dict, target: Path, whole_model: bool) -> None:
+    """Write the model beside `target` and put it in place once whole. LoRA saves its adapters alone:
+    merged into bf16 base weights, small updates would round away."""
+    from inference.installed import TRAINING_RECORD, install_model
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    try:
+        model.save_pretrained(partial, safe_serialization=True)
+        if whole_model:
+            tokenizer.save_pretrained(partial)
+        (partial / TRAINING_RECORD).write_text(json.dumps(record, indent=2))
+        install_model(partial, target)
+    except OSError as error:
+        raise ApprentiError(f"cannot save the model in {target.parent}: {error.strerror}; "
+                            "the previous model is kept") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the subprocess
+
+@contextmanager
+def training_lock(settings: Settings, target: Path):
+    """One training at a time per data dir. Whatever partial folders exist belong to runs that died."""
+    with file_lock(settings.home / ".finetune.lock", wait=False,
+                   busy="another fine-tuning is running on this data dir: wait for it to finish"):
+        for stale in target.parent.glob(f"{target.name}.partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+
+
+def training_process_main(settings_from: Callable[[], Settings], work: Callable[[Settings, Report], dict | None],
+                          target: Callable[[Settings], Path]) -> int:
+    """The subprocess's side: hold the lock, run `work`, and turn every ending into one JSON event."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SIGTERM cleans up on the way out
+
+    def report(event: dict) -> None:
+        print(json.dumps(event), flush=True)
+
+    settings = None
+    try:
+        settings = settings_from()
+        with training_lock(settings, target(settings)):
+            record = work(settings, report)
+        report({"event": "done", "record": record} if record else {"event": "unchanged"})
+        return 0
+    except ApprentiError as error:
+        report({"event": "error", "message": str(error)})
+        return 1
+    except KeyboardInterrupt:
+        report({"event": "error", "message": "stopped by Ctrl-C"})
+        return 130
+    except MemoryError:
+        report({"event": "error", "message": "out of memory: try '--method lora', a smaller --batch-size "
+                                             "or --block-size"})
+        return 1
+    except Exception as error:  # logged whole for us, told in one line to the user
+        report({"event": "error", "message": log_crash(settings.log_file if settings else Path("apprenti.log"),
+                                                       "training", error)})
+        return 1
+
+
+def run_training_process(command: list[str], on_event: Report) -> dict | None:
+    """Run a training script in a subprocess, passing its progress events to `on_event`; returns the
+    training record, or None when there was nothing to do. Ctrl-C stops the subprocess and is re-raised."""
+    process = subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parent.parent)
+    outcome = {"event": "error", "message": "the training process ended without a result"}
+    try:
+        for line in process.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                print(line, end="", file=sys.stderr)  # a library's own output
+                continue
+            if event["event"] in {"done", "unchanged", "error"}:
+                outcome = event
+            else:
+                on_event(event)
+        process.wait()
+    except KeyboardInterrupt:
+        # In a terminal the subprocess got the same Ctrl-C; from a script it did not, so it is sent.
+        process.send_signal(signal.SIGINT)
+        process.wait()
+        raise
+    if outcome["event"] == "error":
+        if process.returncode < 0:
+            outcome["message"] = f"the training process was killed (signal {-process.returncode})"
+        raise ApprentiError(f"fine-tuning failed: {outcome['message']}; the previous model is kept")
+    return outcome.get("record")
