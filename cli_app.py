@@ -11,6 +11,7 @@ Without a command, the menu. With one, the same actions for scripts:
   merge-feedback      build the preference datasets (data/dataset_rlhf.jsonl, data/dataset_kto.jsonl)
   ui                  serve the feedback page: compare two answers, fix past feedback (--port 8501)
   complete TEXT       the model's plain continuation of TEXT (what fine-tuning taught shows here)
+  evaluate            score the model in use on a QA set, with a report (--qa PATH, --json)
   status              models, knowledge base and learning data
   list / export       the knowledge base's documents, as a table / as JSONL (--chunks: every chunk)
   delete ID           remove a document from the knowledge base
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 # Each module of cli/ registers its commands; the imports below are what fills the table.
-from cli import answers, feedback, knowledge, learning, status  # noqa: F401
+from cli import answers, evaluation, feedback, knowledge, learning, status  # noqa: F401
 from cli.menu import run_menu
 from cli.registry import COMMANDS, add_commands
 from common.config import Settings

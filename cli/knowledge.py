@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from cli.inputs import read_block, read_text
-from cli.progress import IngestProgress
+from cli.progress import StageProgress
 from cli.registry import command, option
 from cli.texts import TEXTS
 from common.config import Settings
@@ -25,7 +25,7 @@ def added(chunk_ids: list[str], texts: dict) -> None:
 
 def ingest_with_progress(knowledge_base, paths: list[str], prune: bool, texts: dict) -> bool:
     """Ingest with progress and print what happened; False when nothing could be read at all."""
-    progress = IngestProgress()
+    progress = StageProgress()
     try:
         report = knowledge_base.ingest([Path(path) for path in paths], prune=prune, progress=progress)
     finally:

@@ -1,4 +1,4 @@
-"""Progress bars (with ETA) for the long jobs: training and ingest."""
+"""Progress bars (with ETA) for the long jobs: training, ingest and evaluation."""
 from __future__ import annotations
 
 
@@ -23,8 +23,10 @@ class TrainingProgress:
             self.bar.close()
 
 
-class IngestProgress:
-    """Two bars: files read, then chunks embedded and written (with the documents done), each with an ETA."""
+class StageProgress:
+    """A bar per stage of a long job (an ingest: files read, then chunks embedded and written, with the
+    documents done; an evaluation: questions answered), each with an ETA."""
+    UNITS = {"reading": "file", "embedding": "chunk", "questions": "question"}
 
     def __init__(self):
         self.bars = {}
@@ -34,7 +36,7 @@ class IngestProgress:
         stage = event["stage"]
         if stage not in self.bars:
             self.close()
-            self.bars[stage] = tqdm(total=event["total"], desc=stage, unit="file" if stage == "reading" else "chunk",
+            self.bars[stage] = tqdm(total=event["total"], desc=stage, unit=self.UNITS.get(stage, "item"),
                                     dynamic_ncols=True)
         bar = self.bars[stage]
         bar.update(event["done"] - bar.n)

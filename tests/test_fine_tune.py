@@ -45,7 +45,7 @@ def test_lora_trains_adapters_only_lowers_perplexity_and_records_its_run(tiny_mo
     assert record["base_model"] == str(tiny_model) and record["entries"] == 2 and record["steps"] == 6
     assert record["perplexity_after"] < record["perplexity_before"]
     assert record["perplexity_general_before"] > 1 and record["perplexity_general_after"] > 1
-    assert record["trainer"] == "trl.SFTTrainer" and record["config"] == FineTuneConfig(**FAST).training_settings()
+    assert record["trainer"] == "transformers.Trainer" and record["config"] == FineTuneConfig(**FAST).training_settings()
     saved = read_training_record(settings.finetuned_dir)
     assert saved == json.loads(json.dumps(record))
     adapters = load_file(settings.finetuned_dir / "adapter_model.safetensors")

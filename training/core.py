@@ -1,5 +1,6 @@
-"""The training core that every learning step runs on: load the base model, apply LoRA, run a trl trainer with
-JSON progress events, measure perplexity, and install the result whole.
+"""The training core that every learning step runs on: load the base model, apply LoRA, run a trainer
+(transformers' Trainer, or one of trl's, which derive from it) with JSON progress events, measure perplexity,
+and install the result whole.
 
 A training runs in a subprocess of the CLI (`run_training_process`), so that its memory goes back when it
 ends and a crash cannot take the CLI with it; the subprocess (`training_process_main`) holds the data dir's
@@ -45,9 +46,16 @@ def load_for_training(path: Path, full: bool):
 
 
 def lora_config(rank: int, **options):
+    """LoRA on every linear layer: what trl's trainers take as `peft_config`, and `with_lora` applies."""
     from peft import LoraConfig
     return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
                       task_type=options.pop("task_type", "CAUSAL_LM"), **options)
+
+
+def with_lora(model, rank: int):
+    """The model with LoRA adapters; they stay in fp32 under a bf16 base (peft's autocast_adapter_dtype)."""
+    from peft import get_peft_model
+    return get_peft_model(model, lora_config(rank))
 
 
 def token_blocks(tokenizer, texts: list[str], block_size: int) -> list[list[int]]:
@@ -61,9 +69,43 @@ def token_blocks(tokenizer, texts: list[str], block_size: int) -> list[list[int]
 
 def general_text_blocks(tokenizer, block_size: int) -> list[list[int]]:
     """The general text shipped with the project, in blocks: perplexity on it shows forgetting."""
-    paragraphs = GENERAL_TEXT.read_text(encoding="utf-8").split("\n\n")
-    ids = tokenizer("\n\n".join(paragraphs))["input_ids"]
+    ids = tokenizer(GENERAL_TEXT.read_text(encoding="utf-8"))["input_ids"]
     return [ids[start:start + block_size] for start in range(0, len(ids), block_size)][:EVALUATION_SAMPLES]
+
+
+def padded(blocks: list[list[int]], pad_id: int) -> dict:
+    """A batch: blocks padded to the longest, labels = inputs with the padding left out of the loss (by
+    position, not by token: the pad token is often the end-of-text token, which is learned)."""
+    import torch
+    longest = max(map(len, blocks))
+    input_ids = torch.full((len(blocks), longest), pad_id)
+    attention = torch.zeros((len(blocks), longest), dtype=torch.long)
+    for row, block in enumerate(blocks):
+        input_ids[row, :len(block)] = torch.tensor(block)
+        attention[row, :len(block)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": input_ids.masked_fill(attention == 0, -100)}
+
+
+def perplexity(model, blocks: list[list[int]], pad_id: int, batch_size: int = 4) -> float | None:
+    """exp of the token-weighted mean loss over (at most EVALUATION_SAMPLES of) the blocks, None for none;
+    in bf16 where the CPU computes it natively, as training and answers do."""
+    import torch
+    from inference.loading import device_and_dtype
+    blocks = [block for block in blocks[:EVALUATION_SAMPLES] if len(block) > 1]
+    if not blocks:
+        return None
+    device, dtype = device_and_dtype()
+    was_training, total, count = model.training, 0.0, 0
+    model.eval()
+    with torch.inference_mode(), torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32):
+        for start in range(0, len(blocks), batch_size):
+            batch = {name: tensor.to(model.device) for name, tensor in padded(blocks[start:start + batch_size],
+                                                                              pad_id).items()}
+            tokens = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(model(**batch).loss) * tokens
+            count += tokens
+    model.train(was_training)
+    return math.exp(min(total / count, 50.0))
 
 
 def as_dataset(blocks: list[list[int]]):
@@ -71,13 +113,18 @@ def as_dataset(blocks: list[list[int]]):
     return Dataset.from_dict({"input_ids": blocks})
 
 
+def causal_lm_batches(pad_id: int):
+    """The trainer's collator: `padded` batches of the samples' input ids."""
+    return lambda samples: padded([sample["input_ids"] for sample in samples], pad_id)
+
+
 # ---------------------------------------------------------------- the trainer
 
 def trainer_arguments(config_class, output_dir: Path, *, steps: int, batch_size: int, learning_rate: float,
                       seed: int, **options):
-    """A trl config for this machine. trl's defaults assume a GPU (bf16 on, gradient checkpointing on): here
-    bf16 is on only where the hardware computes it natively, and checkpointing is off (it trades time for
-    memory that a CPU with this much RAM does not need)."""
+    """`TrainingArguments`, or a trl config, for this machine. trl's defaults assume a GPU (bf16 on, gradient
+    checkpointing on): here bf16 is on only where the hardware computes it natively, and checkpointing is
+    off (it trades time for memory that a CPU with this much RAM does not need)."""
     import torch
     from inference.loading import device_and_dtype
     device, dtype = device_and_dtype()
@@ -87,7 +134,8 @@ def trainer_arguments(config_class, output_dir: Path, *, steps: int, batch_size:
         warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=seed, data_seed=seed,
         use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
         gradient_checkpointing=False, logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
-        disable_tqdm=True, include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, **options)
+        disable_tqdm=True, include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+        remove_unused_columns=False, **options)
 
 
 def progress_callback(report: Report):
@@ -116,12 +164,6 @@ def quiet(trainer):
     from transformers.trainer_callback import PrinterCallback
     trainer.remove_callback(PrinterCallback)
     return trainer
-
-
-def perplexities(trainer, texts: dict[str, list[list[int]]]) -> dict[str, float]:
-    """exp of the mean loss on each of `texts` (name -> blocks), with the trainer's own precision."""
-    metrics = trainer.evaluate({name: as_dataset(blocks[:EVALUATION_SAMPLES]) for name, blocks in texts.items()})
-    return {name: math.exp(min(metrics[f"eval_{name}_loss"], 50.0)) for name in texts}
 
 
 def scratch_dir():

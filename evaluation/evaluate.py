@@ -1,0 +1,161 @@
+"""Scoring a model on what Apprenti exists for: answers from passages, refusals, retrieval, what it learned
+and what it may have forgotten. `evaluate_model.py` and `cli_app.py evaluate` are the front doors.
+"""
+from __future__ import annotations
+
+import hashlib
+import statistics
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from common.config import Settings
+from evaluation import metrics
+from evaluation.qa_set import SHIPPED_QA, Question, read_qa_set
+
+FACT_TAIL = 0.25  # the share of a taught entry's words held back: recalled if the completion gives them
+RECALL_F1 = 0.5  # a held-back tail counts as recalled at this token F1 or more
+METRICS = ("answer_f1", "exact_match", "rouge_l", "supported", "refusal_accuracy", "answered_rightly",
+           "refused_rightly", "recall_at_k", "mrr", "ppl_learning", "ppl_general", "facts_recalled",
+           "preference_accuracy")
+
+
+def default_qa_path(settings: Settings) -> Path:
+    """The user's own set when there is one, else the one shipped with the project."""
+    user = settings.data_dir / "eval_qa.jsonl"
+    return user if user.exists() else SHIPPED_QA
+
+
+def evaluate(settings: Settings, qa_path: Path | None = None,
+             progress: Callable[[dict], None] = lambda event: None) -> dict:
+    """The report of the model that `settings` answer with: {"model", "qa_set", "metrics", "questions", ...}."""
+    from rag_module import Assistant
+    qa_path = Path(qa_path or default_qa_path(settings))
+    questions, problems = read_qa_set(qa_path)
+    assistant = Assistant(settings)
+    started = time.perf_counter()
+    rows = []
+    for number, question in enumerate(questions, 1):
+        rows.append(score_question(assistant, question))
+        progress({"stage": "questions", "done": number, "total": len(questions)})
+    scores = {**answer_scores(rows), **retrieval_scores(settings, questions, assistant.settings.top_k),
+              **language_scores(settings, assistant.model),
+              "preference_accuracy": preference_accuracy(settings, assistant.model)}
+    return {"model": assistant.model.name, "qa_set": str(qa_path), "qa_sha256": file_hash(qa_path),
+            "questions": len(questions), "skipped_lines": problems, "metrics": scores, "answers": rows,
+            "seconds": round(time.perf_counter() - started, 1),
+            "evaluated_at": datetime.now().isoformat(timespec="seconds")}
+
+
+def score_question(assistant, question: Question) -> dict:
+    """Answer as `ask` does (from the given context, else from the knowledge base) and score the answer."""
+    from store.hybrid_search import Passage
+    sources = None
+    if question.context:
+        doc_id = question.doc_ids[0] if question.doc_ids else "context"
+        sources = [Passage(f"{doc_id}#0", doc_id, 1.0, question.context, "qa set")]
+    started = time.perf_counter()
+    answer = assistant.ask(question.question, sources=sources)
+    row = {"question": question.question, "answer": answer.answer, "refused": answer.refused,
+           "answerable": question.answerable, "seconds": round(time.perf_counter() - started, 2)}
+    if question.answerable and not answer.refused:
+        row |= {"exact_match": metrics.exact_match(answer.answer, question.answers),
+                "answer_f1": metrics.token_f1(answer.answer, question.answers),
+                "rouge_l": metrics.rouge_l(answer.answer, question.answers),
+                "supported": metrics.supported(answer.answer, [s.text for s in answer.sources])}
+    elif question.answerable:  # a refusal of an answerable question scores nothing
+        row |= {"exact_match": 0.0, "answer_f1": 0.0, "rouge_l": 0.0}
+    return row
+
+
+def mean(values) -> float | None:
+    values = [value for value in values if value is not None]
+    return round(statistics.fmean(values), 4) if values else None
+
+
+def answer_scores(rows: list[dict]) -> dict:
+    answerable = [row for row in rows if row["answerable"]]
+    unanswerable = [row for row in rows if not row["answerable"]]
+    right = [not row["refused"] for row in answerable] + [row["refused"] for row in unanswerable]
+    return {"exact_match": mean(row["exact_match"] for row in answerable),
+            "answer_f1": mean(row["answer_f1"] for row in answerable),
+            "rouge_l": mean(row["rouge_l"] for row in answerable),
+            "supported": mean(row.get("supported") for row in answerable),
+            "answered_rightly": mean(not row["refused"] for row in answerable),
+            "refused_rightly": mean(row["refused"] for row in unanswerable),
+            "refusal_accuracy": mean(right)}
+
+
+def retrieval_scores(settings: Settings, questions: list[Question], k: int) -> dict:
+    """recall@k and MRR of the knowledge base's search over the set's own passages (a temporary store of
+    the contexts, each a document), for the questions that name their gold documents."""
+    from knowledge_base import KnowledgeBase
+    from store.vector_store import embeddings_for
+    gold = [question for question in questions if question.context and question.doc_ids]
+    if not gold:
+        return {"recall_at_k": None, "mrr": None}
+    with tempfile.TemporaryDirectory(prefix="apprenti-eval-store-") as folder:
+        store = KnowledgeBase(Path(folder), embeddings_for(settings))
+        for doc_id, context in {question.doc_ids[0]: question.context for question in gold}.items():
+            store.add(context, doc_id)
+        ranked = [[passage.doc_id for passage in store.search(question.question, 10)] for question in gold]
+    return {"recall_at_k": mean(metrics.recall_at(r, q.doc_ids, k) for r, q in zip(ranked, gold)),
+            "mrr": mean(metrics.reciprocal_rank(r, q.doc_ids) for r, q in zip(ranked, gold))}
+
+
+def language_scores(settings: Settings, chat_model) -> dict:
+    """Perplexity on the learning data and on the general text, and the share of taught facts recalled."""
+    from training.core import general_text_blocks, perplexity, token_blocks
+    from training.learning_data import read_entries
+    entries = read_entries(settings.learning_data)
+    tokenizer, model = chat_model.tokenizer, chat_model.model
+    block = min(256, chat_model.context_window)
+    recalled = [fact_recalled(chat_model, entry) for entry in entries if len(entry.split()) >= 4]
+    return {"ppl_learning": rounded(perplexity(model, token_blocks(tokenizer, entries, block), tokenizer.pad_token_id)),
+            "ppl_general": rounded(perplexity(model, general_text_blocks(tokenizer, block), tokenizer.pad_token_id)),
+            "facts_recalled": mean(recalled)}
+
+
+def fact_recalled(chat_model, entry: str) -> bool:
+    """The entry's first line without its last words, completed as `complete` does: are those words given?"""
+    words = entry.splitlines()[0].split()
+    held = max(1, round(len(words) * FACT_TAIL))
+    prompt, tail = " ".join(words[:-held]), " ".join(words[-held:])
+    completion = "".join(chat_model.stream(chat_model.text_ids(prompt), max(8, 2 * held + 4)))
+    return metrics.token_f1(" ".join(completion.split()[:len(tail.split()) + 2]), [tail]) >= RECALL_F1
+
+
+def preference_accuracy(settings: Settings, chat_model) -> float | None:
+    """On the test split of the preference pairs: how often the model gives the chosen answer a higher
+    log-probability than the rejected one (None without pairs)."""
+    import json
+    test_split = settings.rlhf_dataset.with_name(f"{settings.rlhf_dataset.stem}_test.jsonl")
+    try:
+        pairs = [json.loads(line) for line in test_split.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    pairs = [pair for pair in pairs if isinstance(pair, dict) and {"prompt", "chosen", "rejected"} <= set(pair)]
+    return mean(answer_log_probability(chat_model, pair["prompt"], pair["chosen"])
+                > answer_log_probability(chat_model, pair["prompt"], pair["rejected"]) for pair in pairs)
+
+
+def answer_log_probability(chat_model, prompt: str, answer: str) -> float:
+    """log P(answer | the prompt as a user turn), summed over the answer's tokens."""
+    import torch
+    prompt_ids = chat_model.chat_ids([{"role": "user", "content": prompt}])
+    answer_ids = chat_model.text_ids(answer) + [chat_model.tokenizer.eos_token_id]
+    input_ids = torch.tensor([(prompt_ids + answer_ids)[-chat_model.context_window:]], device=chat_model.model.device)
+    with torch.inference_mode():
+        logits = chat_model.model(input_ids=input_ids).logits[0, :-1].float()
+    log_probs = torch.log_softmax(logits, dim=-1).gather(1, input_ids[0, 1:, None])[:, 0]
+    return float(log_probs[-len(answer_ids):].sum())
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
