@@ -8,11 +8,11 @@ is searched, as `ask` does. `doc_ids` (optional) are the gold documents, for the
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import ApprentiError
+from common.jsonl import json_objects
 
 SHIPPED_QA = Path(__file__).with_name("qa_set.jsonl")  # see the README for its source
 
@@ -32,7 +32,7 @@ class Question:
 def read_qa_set(path: Path) -> tuple[list[Question], list[str]]:
     """The questions of a QA file and the problems of its bad lines (by line number); good lines are kept."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ApprentiError(f"no QA set at {path}") from None
     except UnicodeDecodeError as error:
@@ -40,15 +40,8 @@ def read_qa_set(path: Path) -> tuple[list[Question], list[str]]:
     except OSError as error:
         raise ApprentiError(f"cannot read {path}: {error.strerror}") from None
     questions, problems, seen = [], [], {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(f"line {number}: not JSON ({error.msg})")
-            continue
-        problem = check_record(record)
+    for number, _, record, problem in json_objects(text):
+        problem = problem or check_record(record)
         if problem:
             problems.append(f"line {number}: {problem}")
             continue
@@ -64,9 +57,7 @@ def read_qa_set(path: Path) -> tuple[list[Question], list[str]]:
     return questions, problems
 
 
-def check_record(record) -> str:
-    if not isinstance(record, dict):
-        return "not a JSON object"
+def check_record(record: dict) -> str:
     if not isinstance(record.get("question"), str) or not record["question"].strip():
         return 'no "question"'
     if not isinstance(record.get("answers"), list) or not all(isinstance(a, str) and a.strip()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from common.errors import ApprentiError
 from common.files import append_whole
+from common.jsonl import json_objects
 
 CHOICES = {
     "good": "the answer is good",
@@ -80,18 +81,15 @@ def read(path: Path) -> tuple[list[Feedback], list[str]]:
     entries: dict[str, Feedback] = {}
     problems = []
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return [], []
     except OSError as error:
         raise ApprentiError(f"cannot read {path}: {error.strerror}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, _, record, problem in json_objects(text):
         try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
+            if problem:
+                raise ValueError(problem)
             feedback = Feedback.from_json(record)
         except (ValueError, ApprentiError) as error:
             problems.append(f"line {number}: {error}")

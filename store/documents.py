@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from common.jsonl import json_objects
 from store.language import detect_language
 
 CHUNK_CHARACTERS = 800  # about 200 word pieces: all-MiniLM-L6-v2 reads at most 256
@@ -176,16 +177,9 @@ def read_jsonl(data: bytes, path: Path) -> tuple[list[SourceDocument], list[str]
     reported with their number; the good ones are kept."""
     text = decode_text(data)
     documents, problems, first_line = [], [], {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(f"line {number}: not JSON ({error.msg})")
-            continue
-        if not isinstance(record, dict):
-            problems.append(f"line {number}: not a JSON object")
+    for number, line, record, problem in json_objects(text):
+        if problem:
+            problems.append(f"line {number}: {problem}")
             continue
         doc_id, body = record.pop("id", None), record.pop("text", None)
         if not isinstance(doc_id, (str, int)) or not str(doc_id).strip():

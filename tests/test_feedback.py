@@ -100,7 +100,7 @@ def test_merge_builds_pairs_with_the_sketch_fields_and_kto_rows(tmp_path):
     }
     assert next(p for p in pairs if p["chosen"] == "Paris.")["annotator_comment"] == "A is right"
     assert report.pairs == 5 and report.train + report.test == 5 and report.entries == 7
-    assert report.broken_lines == ["line 8: Expecting value: line 1 column 1 (char 0)"]
+    assert report.broken_lines == ["line 8: not JSON (Expecting value)"]
     assert report.skipped == {"both answers bad, no correction": 1,
                               "a rating with no opposite rating of the same question (kept in the KTO form)": 1}
     kto = read_jsonl(tmp_path / "dataset_kto.jsonl")

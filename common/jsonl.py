@@ -1,0 +1,29 @@
+"""JSON Lines as people write them: every line read on its own, a broken one named by its number."""
+from __future__ import annotations
+
+import json
+from typing import Iterator, NamedTuple
+
+
+class Line(NamedTuple):
+    number: int
+    text: str
+    record: dict | None  # None for a broken line...
+    problem: str  # ...which this says
+
+
+def json_objects(text: str) -> Iterator[Line]:
+    """Each non-blank line, with the JSON object it holds or what is wrong with it, so that a caller keeps
+    the good lines and reports the bad ones by number."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield Line(number, line, None, f"not JSON ({error.msg})")
+            continue
+        if not isinstance(record, dict):
+            yield Line(number, line, None, "not a JSON object")
+            continue
+        yield Line(number, line, record, "")
