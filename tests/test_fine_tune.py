@@ -167,3 +167,19 @@ def test_a_full_disk_while_saving_keeps_the_previous_model(tiny_model, monkeypat
     assert read_training_record(settings.finetuned_dir) == first
     assert list(settings.home.glob("tinyllama_finetuned.partial-*")) == []
     assert (settings.finetuned_dir / TRAINING_RECORD).is_file()
+
+
+def test_the_trainers_are_set_for_this_cpu_not_for_a_gpu(monkeypatch, tmp_path):
+    """trl's configs default to bf16 and gradient checkpointing, which assume a GPU."""
+    from transformers import TrainingArguments
+    from trl import DPOConfig, SFTConfig
+    from inference import loading
+    from training.core import trainer_arguments
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native_bf16 in (True, False):
+        monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native_bf16)
+        for config_class in (TrainingArguments, SFTConfig, DPOConfig):
+            arguments = trainer_arguments(config_class, tmp_path, steps=3, batch_size=2, learning_rate=1e-4, seed=0)
+            assert (arguments.bf16, arguments.fp16, arguments.gradient_checkpointing, arguments.use_cpu) == (
+                native_bf16, False, False, True), config_class
+            assert (arguments.max_steps, arguments.report_to, arguments.save_strategy) == (3, [], "no")
