@@ -19,6 +19,7 @@ Without a command, the menu. With one, the same actions for scripts:
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C stops an answer, an ingest or a training and returns to the menu, even when a launcher (a shell
+    # running this in the background, say) passed SIGINT on as ignored, which Python would keep.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     arguments = build_parser().parse_args(argv)
     if arguments.command in {"add", "learn"} and (arguments.text is None) == (arguments.file is None):
         print(f"error: {arguments.command} takes a TEXT or --file PATH (one of them)", file=sys.stderr)

@@ -27,6 +27,7 @@ from common.crash import log_crash
 from common.errors import ApprentiError
 from common.files import file_lock
 
+STOP_REQUESTS: list[int] = []  # the signals (SIGINT, SIGTERM) that asked this training process to stop
 GENERAL_TEXT = Path(__file__).with_name("general_text.txt")  # see the README for its source and licence
 EVALUATION_SAMPLES = 64  # blocks of each text that perplexity is measured on
 Report = Callable[[dict], None]
@@ -148,6 +149,9 @@ def progress_callback(report: Report):
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.perf_counter()
 
+        def on_step_end(self, args, state, control, **kwargs):
+            raise_if_stopped()
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs:
                 return
@@ -177,6 +181,7 @@ def save_and_install(model, tokenizer, record: dict, target: Path, whole_model: 
     """Write the model beside `target` and put it in place once whole. LoRA saves its adapters alone:
     merged into bf16 base weights, small updates would round away."""
     from inference.installed import TRAINING_RECORD, install_model
+    raise_if_stopped()
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     try:
         model.save_pretrained(partial, safe_serialization=True)
@@ -203,10 +208,24 @@ def training_lock(settings: Settings, target: Path):
         yield
 
 
+def stop_requested(signal_number, frame) -> None:
+    STOP_REQUESTS.append(signal_number)
+    raise_if_stopped()
+
+
+def raise_if_stopped() -> None:
+    """Python raises where a signal lands, which can be inside a finalizer that swallows the exception: the
+    request is kept, and every training step (and the installation) raises it again until it is heard."""
+    if STOP_REQUESTS:
+        raise KeyboardInterrupt if STOP_REQUESTS[0] == signal.SIGINT else SystemExit(143)
+
+
 def training_process_main(settings_from: Callable[[], Settings], work: Callable[[Settings, Report], dict | None],
                           target: Callable[[Settings], Path]) -> int:
-    """The subprocess's side: hold the lock, run `work`, and turn every ending into one JSON event."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SIGTERM cleans up on the way out
+    """The subprocess's side: hold the lock, run `work`, and turn every ending into one JSON event. Ctrl-C
+    and SIGTERM stop it before the installation, whatever it is doing (SIGKILL too, without cleaning up)."""
+    signal.signal(signal.SIGINT, stop_requested)
+    signal.signal(signal.SIGTERM, stop_requested)
 
     def report(event: dict) -> None:
         print(json.dumps(event), flush=True)
@@ -253,9 +272,10 @@ def run_training_process(command: list[str], on_event: Report) -> dict | None:
                 on_event(event)
         process.wait()
     except KeyboardInterrupt:
-        # In a terminal the subprocess got the same Ctrl-C; from a script it did not, so it is sent.
+        # In a terminal the subprocess got the same Ctrl-C; from a script it did not, so it is sent. Its
+        # output is read to the end: a subprocess blocked on a full pipe would never see the signal.
         process.send_signal(signal.SIGINT)
-        process.wait()
+        process.communicate()
         raise
     if outcome["event"] == "error":
         if process.returncode < 0:
