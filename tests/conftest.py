@@ -104,3 +104,13 @@ def wait_for_port(port: int, seconds: float = 60) -> None:
             return
         except OSError:
             time.sleep(0.2)
+
+
+def at_once(target, calls: list[tuple]) -> None:
+    """target(*arguments) for each arguments in `calls`, each in its own process, all at the same time."""
+    import multiprocessing
+    workers = [multiprocessing.Process(target=target, args=arguments) for arguments in calls]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()

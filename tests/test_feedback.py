@@ -1,11 +1,11 @@
 """Feedback records and the preference datasets made from them."""
 import json
-import multiprocessing
 
 import pytest
 
 from common.config import Settings
 from common.errors import ApprentiError
+from conftest import at_once
 from feedback.datasets import merge, split_of
 from feedback.records import Feedback, append, delete, read
 
@@ -64,11 +64,7 @@ def append_many(path, worker):
 
 def test_appends_from_several_processes_at_once_stay_whole(tmp_path):
     path = tmp_path / "feedback.jsonl"
-    workers = [multiprocessing.Process(target=append_many, args=(path, w)) for w in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    at_once(append_many, [(path, w) for w in range(4)])
     entries, problems = read(path)
     assert problems == [] and len(entries) == 200
 

@@ -1,10 +1,10 @@
 import errno
-import multiprocessing
 import os
 
 import pytest
 
 from common.errors import ApprentiError
+from conftest import at_once
 from training.learning_data import append_entry, data_fingerprint, read_entries
 
 
@@ -49,11 +49,7 @@ def _append_many(path, writer):
 
 def test_appends_from_several_processes_at_once_keep_every_entry_whole(home):
     path = home / "learning_data.txt"
-    workers = [multiprocessing.Process(target=_append_many, args=(path, w)) for w in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    at_once(_append_many, [(path, w) for w in range(4)])
     entries = read_entries(path)
     assert len(entries) == 160
     assert all(entry.endswith("x" * 3000) and entry.count("\n") == 1 for entry in entries)
