@@ -9,6 +9,7 @@ answers are shown as text, never as Markdown: an image link in a document must n
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -34,18 +35,18 @@ def assistants(settings_json: str, installed: str) -> dict:
     from inference.installed import choose_chat_model
     from inference.locate import resolve_base_model
     from rag_module import Assistant
-    settings = Settings(**json.loads(settings_json))
+    values = json.loads(settings_json)
+    settings = Settings(**values)
     assistant = Assistant(settings)
     if choose_chat_model(settings).name != resolve_base_model(settings).name:
-        return {"base": Assistant(Settings(**{**json.loads(settings_json), "use_finetuned": False})),
-                "fine-tuned": assistant}
+        return {"base": Assistant(Settings(**{**values, "use_finetuned": False})), "fine-tuned": assistant}
     return {"sample 1": assistant, "sample 2": assistant}
 
 
 def current_assistants(settings: Settings) -> dict:
     record = installed_record(settings.finetuned_dir) if settings.use_finetuned else None
-    fields = {name: str(value) if isinstance(value, Path) else value for name, value in settings.__dict__.items()}
-    return assistants(json.dumps(fields, sort_keys=True), (record or {}).get("finished_at", ""))
+    return assistants(json.dumps(dataclasses.asdict(settings), default=str, sort_keys=True),
+                      (record or {}).get("finished_at", ""))
 
 
 def candidates(settings: Settings, question: str) -> dict:
