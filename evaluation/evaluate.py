@@ -17,9 +17,6 @@ from evaluation.qa_set import SHIPPED_QA, Question, read_qa_set
 
 FACT_TAIL = 0.25  # the share of a taught entry's words held back: recalled if the completion gives them
 RECALL_F1 = 0.5  # a held-back tail counts as recalled at this token F1 or more
-METRICS = ("answer_f1", "exact_match", "rouge_l", "supported", "refusal_accuracy", "answered_rightly",
-           "refused_rightly", "recall_at_k", "mrr", "ppl_learning", "ppl_general", "facts_recalled",
-           "preference_accuracy")
 
 
 def default_qa_path(settings: Settings) -> Path:
