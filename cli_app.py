@@ -10,9 +10,11 @@ Without a command, the menu. With one, the same actions for scripts:
   feedback            record a judgement of an answer (--question Q --answer A --good | --bad [--correction C])
   merge-feedback      build the preference datasets (data/dataset_rlhf.jsonl, data/dataset_kto.jsonl)
   ui                  serve the feedback page: compare two answers, fix past feedback (--port 8501)
+  dashboard           serve the monitoring dashboard: versions, evaluations, feedback, latency (--port 8502)
   complete TEXT       the model's plain continuation of TEXT (what fine-tuning taught shows here)
   evaluate            score the model in use on a QA set, with a report (--qa PATH, --json)
   status              models, knowledge base and learning data
+  models ACTION       model versions: list, show ID, use ID [--force], rollback, diff A B, prune --keep N
   list / export       the knowledge base's documents, as a table / as JSONL (--chunks: every chunk)
   delete ID           remove a document from the knowledge base
 """
@@ -24,7 +26,7 @@ import sys
 from pathlib import Path
 
 # Each module of cli/ registers its commands; the imports below are what fills the table.
-from cli import answers, evaluation, feedback, knowledge, learning, status  # noqa: F401
+from cli import answers, dashboard, evaluation, feedback, knowledge, learning, models, status  # noqa: F401
 from cli.menu import run_menu
 from cli.registry import COMMANDS, add_commands
 from common.config import Settings

@@ -5,8 +5,9 @@ Plain text needs no more than the Trainer: trl's SFTTrainer computes its loss th
 trained the bundled model with LoRA at 0.73x the tokens/s and 1.19x the memory here (bench/training_speed.py);
 trl's trainers serve the instruction and preference steps, which need what they add.
 
-The CLI runs this file as a subprocess (`run_fine_tuning`), which reports progress as JSON lines on stdout
-and installs the new model as tinyllama_finetuned/ once whole.
+The CLI runs this file as a subprocess (`run_fine_tuning`), which reports progress as JSON lines on stdout.
+The trained model becomes a new version (models/versions/<id>/), which the promotion gate evaluates and makes
+the champion (tinyllama_finetuned/, the model in use) only if it does not regress.
 
     python fine_tune_model.py [--method lora|full] [--epochs N] [--max-steps N] [--force]
 """
@@ -99,16 +100,19 @@ class FineTuneConfig:
 
 
 def train(settings: Settings, config: FineTuneConfig, report: Report) -> dict | None:
-    """Fine-tune and install the new model; returns its training record, or None when the data and the
-    training settings are those of the model in use."""
+    """Fine-tune, and make the result a version that the promotion gate judges; returns its manifest, or
+    None when a version was already trained from this base model, data and configuration."""
+    import gc
+    import shutil
     import torch
     from transformers import Trainer, TrainingArguments
-    from inference.installed import installed_record
+    from evaluation.gate import publish_through_gate
     from inference.loading import quiet_transformers
     from inference.locate import resolve_base_model
+    from inference.versions import BASE, Versions
     from training.core import (as_dataset, causal_lm_batches, general_text_blocks, load_for_training, perplexity,
-                               progress_callback, quiet, save_and_install, scratch_dir, token_blocks,
-                               trainer_arguments, with_lora)
+                               progress_callback, quiet, save_model, scratch_dir, token_blocks, trainer_arguments,
+                               with_lora)
     from training.learning_data import data_fingerprint, read_entries
 
     entries = read_entries(settings.learning_data)
@@ -117,13 +121,16 @@ def train(settings: Settings, config: FineTuneConfig, report: Report) -> dict | 
                             "(menu 3, or 'python cli_app.py learn TEXT')")
     base = resolve_base_model(settings)
     fingerprint = data_fingerprint(entries)
-    previous = installed_record(settings.finetuned_dir)
-    if not config.force and previous and (previous["base_model"], previous["data_sha256"], previous.get("config")) \
-            == (base.name, fingerprint, config.training_settings()):
+    versions = Versions(settings)
+    inputs = {"base_model": base.name, "method": "pretraining", "data_sha256": fingerprint,
+              "config": config.training_settings()}
+    if not config.force and any({name: version.manifest.get(name) for name in inputs} == inputs
+                                for version in versions.all()[0]):
         return None
 
     torch.manual_seed(config.seed)
     full = config.method == "full"
+    started_at = datetime.now().isoformat(timespec="seconds")
     with quiet_transformers(), scratch_dir() as scratch:
         model, tokenizer = load_for_training(base.path, full)
         model = model if full else with_lora(model, config.lora_rank)
@@ -148,23 +155,32 @@ def train(settings: Settings, config: FineTuneConfig, report: Report) -> dict | 
         trainer.train()
         seconds = time.perf_counter() - started
         after = perplexities()
-    record = {"base_model": base.name, "method": config.method, "data_sha256": fingerprint,
-              "config": config.training_settings(), "trainer": "transformers.Trainer", "entries": len(entries),
-              "samples": len(samples), "steps": steps, "epochs": config.epochs, "learning_rate": config.learning_rate,
-              "final_loss": [log["loss"] for log in trainer.state.log_history if "loss" in log][-1],
-              "perplexity_before": before["learning"], "perplexity_after": after["learning"],
-              "perplexity_general_before": before["general"], "perplexity_general_after": after["general"],
-              "seconds": round(seconds, 1), "tokens_per_second": trainer.state.num_input_tokens_seen / seconds,
-              "finished_at": datetime.now().isoformat(timespec="seconds")}
-    save_and_install(trainer.model, tokenizer, record, settings.finetuned_dir, whole_model=full)
-    return record
+        losses = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
+        training = {"trainer": "transformers.Trainer", "entries": len(entries), "samples": len(samples),
+                    "steps": steps, "final_loss": losses[-1]["loss"], "loss_history": losses,
+                    "perplexity_before": before["learning"], "perplexity_after": after["learning"],
+                    "perplexity_general_before": before["general"], "perplexity_general_after": after["general"],
+                    "seconds": round(seconds, 1), "tokens_per_second": trainer.state.num_input_tokens_seen / seconds,
+                    "started": started_at, "finished": datetime.now().isoformat(timespec="seconds")}
+        version_id, partial = versions.staging()
+        try:
+            save_model(trainer.model, tokenizer, partial, whole_model=full)
+            trainer = model = None
+            gc.collect()  # the trained model goes before the gate loads the candidate and the champion
+            manifest = {**inputs, "parent": BASE, "weights": config.method, "seed": config.seed,
+                        "data": {"learning_data": {"file": settings.learning_data.name, "sha256": fingerprint,
+                                                   "bytes": settings.learning_data.stat().st_size,
+                                                   "entries": len(entries)}},
+                        "training": training}
+            return publish_through_gate(settings, version_id, partial, manifest, report)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def run_fine_tuning(settings: Settings, config: FineTuneConfig, on_event: Callable[[dict], None]) -> dict | None:
-    """Run the fine-tuning in a subprocess, passing its progress events to `on_event`; returns the
-    training record, or None when there was nothing to do. Ctrl-C stops the subprocess and is re-raised."""
-    return run_training_process([str(Path(__file__).resolve()), "--home", str(settings.home),
-                                 "--model", settings.base_model, *config.to_arguments()], on_event)
+    """Run the fine-tuning in a subprocess, passing its progress events to `on_event`; returns the new
+    version's manifest, or None when there was nothing to do. Ctrl-C stops the subprocess and is re-raised."""
+    return run_training_process([str(Path(__file__).resolve()), *config.to_arguments()], settings, on_event)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     def work(settings: Settings, report: Report) -> dict | None:
         return train(settings, FineTuneConfig.from_arguments(arguments), report)
 
-    return training_process_main(lambda: Settings.load(home=arguments.home, base_model=arguments.model), work,
-                                 lambda settings: settings.finetuned_dir)
+    return training_process_main(lambda: Settings.load(home=arguments.home, base_model=arguments.model), work)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ language, without calling the model: a small model asked without context invents
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -34,20 +35,32 @@ class Answer:
 
 
 class Assistant:
-    """The models and the knowledge base, loaded on first use and kept for every later question."""
+    """The models and the knowledge base, loaded on first use and kept for every later question. Unless it is
+    pinned to a model `source` (inference.locate.ModelSource), it follows the champion: after `models use`
+    or a promotion, the next question loads the new one, without a restart."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, source=None, log_answers: bool = True):
         self.settings = settings
+        self.source = source
+        self.log_answers = log_answers
         self._model = None
+        self._model_for = None  # the version wanted when the model was loaded
         self._knowledge_base = None
 
     @property
     def model(self):
         if self._model is None:
             from inference.chat_model import ChatModel
-            from inference.installed import choose_chat_model
-            self._model = ChatModel(choose_chat_model(self.settings))
+            from inference.versions import choose_chat_model
+            self._model_for = self.wanted_version()
+            self._model = ChatModel(self.source or choose_chat_model(self.settings))
         return self._model
+
+    def wanted_version(self) -> str:
+        from inference.versions import BASE, Versions
+        if self.source:
+            return self.source.version
+        return Versions(self.settings).champion() if self.settings.use_finetuned else BASE
 
     @property
     def knowledge_base(self):
@@ -61,8 +74,13 @@ class Assistant:
         return self._model is not None
 
     def reload_model(self) -> None:
-        """Forget the loaded model, so the next question loads the newest fine-tuned one."""
+        """Forget the loaded model, so the next question loads the champion."""
         self._model = None
+
+    def follow_champion(self) -> None:
+        """Reload if the champion changed since the model was loaded (a pointer read: cheap)."""
+        if self._model is not None and self.wanted_version() != self._model_for:
+            self.reload_model()
 
     def retrieve(self, question: str, k: int | None = None) -> list[Passage]:
         retriever = self.knowledge_base.retriever(k or self.settings.top_k, self.settings.relevance_threshold)
@@ -74,22 +92,34 @@ class Assistant:
             temperature: float = 0.0) -> Answer:
         """Answer `question`, passing each piece of the answer to `on_text` as it is generated. `sources`
         already retrieved are used as they are; `temperature` > 0 samples the answer."""
+        started, first_token = time.perf_counter(), None
         question = question.strip()
         if sources is None:
             sources = self.retrieve(question, k) if use_rag else []
         if use_rag and not sources:
             refusal = REFUSALS[detect_language(question)]
             on_text(refusal)
-            return Answer(refusal, True, None, [])  # no model was asked
-        input_ids, sources = self.fit_prompt(question, sources, use_rag)
-        pieces = []
-        for piece in self.model.stream(input_ids, self.answer_tokens, temperature):
-            pieces.append(piece)
-            on_text(piece)
-        return Answer("".join(pieces).strip(), False, self.model.name, sources)
+            answer = Answer(refusal, True, None, [])  # no model was asked
+        else:
+            self.follow_champion()
+            input_ids, sources = self.fit_prompt(question, sources, use_rag)
+            pieces = []
+            for piece in self.model.stream(input_ids, self.answer_tokens, temperature):
+                first_token = first_token or time.perf_counter() - started
+                pieces.append(piece)
+                on_text(piece)
+            answer = Answer("".join(pieces).strip(), False, self.model.name, sources)
+        if self.log_answers:
+            from monitoring.answer_log import log_answer
+            text = {"question": question, "answer": answer.answer} if self.settings.log_answer_text else {}
+            version = self.wanted_version() if answer.refused else self._model_for
+            log_answer(self.settings.answer_log, version=version, seconds=time.perf_counter() - started,
+                       first_token_seconds=first_token, refused=answer.refused, sources=len(answer.sources), **text)
+        return answer
 
     def complete(self, text: str, on_text: Callable[[str], None] = lambda piece: None) -> str:
         """The model's plain continuation of `text`, without chat template: what fine-tuning taught shows here."""
+        self.follow_champion()
         room = self.model.context_window - self.answer_tokens
         pieces = []
         for piece in self.model.stream(self.model.text_ids(text)[-room:], self.answer_tokens):

@@ -22,31 +22,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 from common.config import Settings  # noqa: E402
 from common.errors import ApprentiError  # noqa: E402
 from feedback.records import CHOICES, Feedback, append, delete, read  # noqa: E402
-from inference.installed import installed_record  # noqa: E402
+from inference.versions import BASE, Versions  # noqa: E402
 
 SAMPLING_TEMPERATURE = 0.8  # two samples of one model must differ to be worth comparing
 VERDICTS = {"A is better": "first", "B is better": "second", "Both are bad": "both_bad"}
 
 
 @st.cache_resource(show_spinner="Loading the models (once)...", max_entries=1)
-def assistants(settings_json: str, installed: str) -> dict:
-    """The assistants that give the two answers, loaded once per settings and fine-tuned model: a newly
-    installed model (`installed` changes) is loaded at the next question, without a restart."""
-    from inference.installed import choose_chat_model
-    from inference.locate import resolve_base_model
+def assistants(settings_json: str, champion: str) -> dict:
+    """The assistants that give the two answers, loaded once per settings and champion: a new champion
+    (a promotion, `models use`, a rollback) is loaded at the next question, without a restart."""
+    from inference.versions import choose_chat_model
     from rag_module import Assistant
-    values = json.loads(settings_json)
-    settings = Settings(**values)
-    assistant = Assistant(settings)
-    if choose_chat_model(settings).name != resolve_base_model(settings).name:
-        return {"base": Assistant(Settings(**{**values, "use_finetuned": False})), "fine-tuned": assistant}
+    settings = Settings(**json.loads(settings_json))
+    source = choose_chat_model(settings)
+    assistant = Assistant(settings, source=source)
+    if source.version != BASE:
+        base = Assistant(settings, source=Versions(settings).source(BASE))
+        return {"base": base, "fine-tuned": assistant}
     return {"sample 1": assistant, "sample 2": assistant}
 
 
 def current_assistants(settings: Settings) -> dict:
-    record = installed_record(settings.finetuned_dir) if settings.use_finetuned else None
-    return assistants(json.dumps(dataclasses.asdict(settings), default=str, sort_keys=True),
-                      (record or {}).get("finished_at", ""))
+    champion = Versions(settings).champion() if settings.use_finetuned else BASE
+    return assistants(json.dumps(dataclasses.asdict(settings), default=str, sort_keys=True), champion)
 
 
 def candidates(settings: Settings, question: str) -> dict:

@@ -74,13 +74,13 @@ def merge_feedback(settings: Settings, arguments) -> int:
     return 0
 
 
-def serve_page(page: str, settings: Settings, host: str, port: int, texts: dict) -> int:
+def serve_page(page: str, settings: Settings, host: str, port: int, texts: dict, announce: str = "page") -> int:
     """Streamlit serving app/<page> until Ctrl-C, with every setting of this process (data dir, models,
-    threshold...), so that the page answers as the CLI does."""
+    threshold...), so that the page answers as the CLI does; texts[announce] says where it is."""
     command_line = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app" / page),
                     "--server.address", host, "--server.port", str(port), "--server.headless", "true",
                     "--browser.gatherUsageStats", "false"]
-    print(texts["page"].format(host=host, port=port), flush=True)
+    print(texts[announce].format(host=host, port=port), flush=True)
     server = subprocess.Popen(command_line, env={**os.environ, **settings.environment()})
 
     def stop(signal_number, frame):  # a terminated Apprenti takes its page down with it

@@ -15,22 +15,33 @@ def learn_entry(settings: Settings, text: str, texts: dict) -> None:
 
 
 def fine_tune(assistant, config, texts: dict) -> None:
-    """Train in a subprocess with a progress bar, then answer with the new model at once."""
+    """Train in a subprocess with a progress bar; the gate's verdict says whether the new model is used."""
     from fine_tune_model import run_fine_tuning
     progress = TrainingProgress()
     try:
-        record = run_fine_tuning(assistant.settings, config, progress)
+        manifest = run_fine_tuning(assistant.settings, config, progress)
     finally:
         progress.close()
-    if record is None:
+    if manifest is None:
         print(texts["unchanged"])
         return
-    print(texts["finetuned"].format(seconds=record["seconds"], before=record["perplexity_before"],
-                                    after=record["perplexity_after"],
-                                    general_before=record["perplexity_general_before"],
-                                    general_after=record["perplexity_general_after"]))
-    assistant.reload_model()
-    print(texts["now_using"].format(model=assistant.model.name))
+    training = manifest["training"]
+    print(texts["finetuned"].format(seconds=training["seconds"], before=training["perplexity_before"],
+                                    after=training["perplexity_after"],
+                                    general_before=training["perplexity_general_before"],
+                                    general_after=training["perplexity_general_after"]))
+    report_verdict(manifest, texts)
+
+
+def report_verdict(manifest: dict, texts: dict) -> None:
+    """What the promotion gate decided, and what it means for the model in use."""
+    gate = manifest["gate"]
+    if manifest["verdict"] == "refused":
+        print(texts["refused"].format(version=manifest["id"], failed=gate["failed"], champion=gate["champion"]))
+    elif "skipped" in gate:
+        print(texts["promoted_unchecked"].format(version=manifest["id"]))
+    else:
+        print(texts["promoted"].format(version=manifest["id"], champion=gate["champion"]))
 
 
 def menu_learn(assistant, texts: dict) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from cli.answers import menu_ask
+from cli.dashboard import menu_dashboard
 from cli.feedback import menu_ui
 from cli.knowledge import menu_add, menu_ingest
 from cli.learning import menu_finetune, menu_learn
@@ -11,7 +12,8 @@ from common.config import Settings
 from common.errors import ApprentiError
 
 QUIT = "5"
-MENU_ACTIONS = {"1": menu_ask, "2": menu_add, "3": menu_learn, "4": menu_finetune, "6": menu_ingest, "7": menu_ui}
+MENU_ACTIONS = {"1": menu_ask, "2": menu_add, "3": menu_learn, "4": menu_finetune, "6": menu_ingest, "7": menu_ui,
+                "8": menu_dashboard}
 
 
 def run_menu(settings: Settings, arguments=None) -> int:

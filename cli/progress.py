@@ -3,10 +3,12 @@ from __future__ import annotations
 
 
 class TrainingProgress:
-    """Renders a training subprocess's events: a summary line, then a bar with loss, tokens/s and ETA."""
+    """Renders a training subprocess's events: a summary line, then a bar with loss, tokens/s and ETA; then
+    the promotion gate's evaluation of the candidate and the champion, a bar each."""
 
     def __init__(self):
         self.bar = None
+        self.evaluation = StageProgress()
 
     def __call__(self, event: dict) -> None:
         from tqdm import tqdm
@@ -17,10 +19,16 @@ class TrainingProgress:
         elif event["event"] == "step" and self.bar is not None:
             self.bar.update(event["step"] - self.bar.n)
             self.bar.set_postfix(loss=f"{event['loss']:.3f}", tok_s=f"{event['tokens_per_second']:.0f}")
+        elif event["event"] == "evaluate":
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            self.evaluation({**event, "stage": f"gate, {event['model']}: {event['stage']}"})
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        self.evaluation.close()
 
 
 class StageProgress:
@@ -36,8 +44,8 @@ class StageProgress:
         stage = event["stage"]
         if stage not in self.bars:
             self.close()
-            self.bars[stage] = tqdm(total=event["total"], desc=stage, unit=self.UNITS.get(stage, "item"),
-                                    dynamic_ncols=True)
+            unit = self.UNITS.get(stage.split(": ")[-1], "item")
+            self.bars[stage] = tqdm(total=event["total"], desc=stage, unit=unit, dynamic_ncols=True)
         bar = self.bars[stage]
         bar.update(event["done"] - bar.n)
         if "documents" in event:

@@ -10,11 +10,10 @@ from common.errors import ApprentiError
 
 def status_line(settings: Settings) -> str:
     """Cheap enough for the menu's first screen: no model is loaded for it."""
-    from inference.installed import read_training_record
+    from inference.versions import BASE, Versions
     from training.learning_data import read_entries
-    record = read_training_record(settings.finetuned_dir) if settings.use_finetuned else None
-    model = settings.base_model + (f" (fine-tuned {record['finished_at'][:10]} from {record['base_model']})"
-                                   if record else "")
+    champion = Versions(settings).champion() if settings.use_finetuned else BASE
+    model = settings.base_model + ("" if champion == BASE else f", version {champion}")
     try:
         entries = len(read_entries(settings.learning_data))
     except ApprentiError:
@@ -25,14 +24,17 @@ def status_line(settings: Settings) -> str:
 @command("status", "models, knowledge base and learning data",
          option("--json", action="store_true", help="print one JSON object"))
 def status(settings: Settings, arguments) -> int:
-    from inference.installed import installed_record
+    from inference.versions import BASE, Versions
     from knowledge_base import KnowledgeBase
     from training.learning_data import read_entries
     kb = KnowledgeBase.open(settings)
-    record = installed_record(settings.finetuned_dir)
+    versions = Versions(settings)
+    champion = versions.get(versions.champion())
+    record = champion.manifest if champion.id != BASE else None
     status = {
         "data_dir": str(settings.home),
         "base_model": settings.base_model,
+        "champion": champion.id,
         "fine_tuned": record,
         "use_fine_tuned": settings.use_finetuned,
         "knowledge_base": {"documents": len(kb.documents()), "chunks": kb.count_chunks(),
@@ -46,13 +48,16 @@ def status(settings: Settings, arguments) -> int:
     print(f"data dir:         {status['data_dir']}")
     print(f"base model:       {settings.base_model}")
     if record:
-        print(f"fine-tuned model: {record['method']} from {record['base_model']}, {record['finished_at']}, "
-              f"{record['steps']} steps on {record['entries']} entries; perplexity on the learning data "
-              f"{record['perplexity_before']:.2f} -> {record['perplexity_after']:.2f}, on general text "
-              f"{record['perplexity_general_before']:.2f} -> {record['perplexity_general_after']:.2f}"
+        training = record.get("training", {})
+        print(f"model in use:     version {champion.id}, {record['method']} ({record.get('weights')}) from "
+              f"{record['base_model']}, {record['created']}, {training.get('steps')} steps on "
+              f"{training.get('entries')} entries; perplexity on the learning data "
+              f"{training.get('perplexity_before', 0):.2f} -> {training.get('perplexity_after', 0):.2f}, on general "
+              f"text {training.get('perplexity_general_before', 0):.2f} -> "
+              f"{training.get('perplexity_general_after', 0):.2f}"
               + ("" if settings.use_finetuned else " (not used: --base)"))
     else:
-        print("fine-tuned model: none yet")
+        print("model in use:     the base model (no fine-tuned version promoted yet)")
     print(f"knowledge base:   {status['knowledge_base']['documents']} documents, "
           f"{status['knowledge_base']['chunks']} chunks")
     print(f"learning data:    {status['learning_data_entries']} entries")

@@ -9,9 +9,10 @@ TEXTS = {
                  "Give learning data (learning_data.txt)",
                  "Update the model with the new data (fine-tuning)", "Quit",
                  "Add documents: a file or a folder (.txt .md .html .pdf .docx .jsonl)",
-                 "Open the feedback page (compare answers in a browser)"],
-        "choice": "Your choice (1-7): ",
-        "bad_choice": "Please type a number from 1 to 7.",
+                 "Open the feedback page (compare answers in a browser)",
+                 "Open the monitoring dashboard (versions, evaluations, feedback, latency)"],
+        "choice": "Your choice (1-8): ",
+        "bad_choice": "Please type a number from 1 to 8.",
         "path": "File or folder: ",
         "question": "Question: ",
         "empty": "Nothing typed: back to the menu.",
@@ -24,15 +25,22 @@ TEXTS = {
         "loading": "(loading the models, once...)",
         "sources": "Sources:",
         "no_sources": "(no passage of the knowledge base scored {threshold} or more)",
-        "unchanged": "Same learning data and settings as the last fine-tuning: nothing to do (--force trains anyway).",
+        "unchanged": "A version was already trained on the same learning data with the same settings: nothing to do "
+                     "(--force trains anyway; 'python cli_app.py models list' shows the versions).",
         "finetuned": "Fine-tuned in {seconds:.0f} s. Perplexity on the learning data {before:.2f} -> {after:.2f}; "
                      "on general text {general_before:.2f} -> {general_after:.2f} (a rise means forgetting).",
-        "now_using": "Now using: {model}",
+        "promoted": "The gate checked version {version} against {champion}: no metric regressed. It is now the model "
+                    "in use.",
+        "promoted_unchecked": "Version {version} is now the model in use (the gate is off: APPRENTI_GATE=false).",
+        "refused": "The gate refused version {version}: {failed}. The model in use stays {champion}; "
+                   "'python cli_app.py models use {version} --force' uses it anyway.",
         "ingested": "Documents: {added} added, {updated} updated, {unchanged} unchanged, {removed} removed "
                     "({chunks} chunks written).",
         "skipped": "Skipped ({count}):",
         "gone": "{count} document(s) whose file is gone were kept: ingest again with --prune to remove them.",
         "page": "The feedback page is at http://{host}:{port} (Ctrl-C here stops it and returns to the menu).",
+        "dashboard": "The monitoring dashboard is at http://{host}:{port} (Ctrl-C here stops it and returns to the "
+                     "menu).",
         "rate": "Rate this answer: g = good, b = bad, Enter = skip: ",
         "rate_keys": {"g": "good", "b": "bad"},
         "wanted": "The answer you wanted (Enter to skip): ",
@@ -44,9 +52,10 @@ TEXTS = {
                  "Fournir des données pour l'apprentissage (fichier learning_data.txt)",
                  "Mettre à jour le modèle avec les nouvelles données (fine-tuning)", "Quitter",
                  "Ajouter des documents : un fichier ou un dossier (.txt .md .html .pdf .docx .jsonl)",
-                 "Ouvrir la page d'avis (comparer des réponses dans un navigateur)"],
-        "choice": "Votre choix (1-7) : ",
-        "bad_choice": "Tapez un nombre de 1 à 7.",
+                 "Ouvrir la page d'avis (comparer des réponses dans un navigateur)",
+                 "Ouvrir le tableau de bord (versions, évaluations, avis, latence)"],
+        "choice": "Votre choix (1-8) : ",
+        "bad_choice": "Tapez un nombre de 1 à 8.",
         "path": "Fichier ou dossier : ",
         "question": "Question : ",
         "empty": "Rien de saisi : retour au menu.",
@@ -59,15 +68,22 @@ TEXTS = {
         "loading": "(chargement des modèles, une seule fois...)",
         "sources": "Sources :",
         "no_sources": "(aucun passage de la base n'atteint le score {threshold})",
-        "unchanged": "Mêmes données et réglages qu'au dernier fine-tuning : rien à faire (--force entraîne quand même).",
+        "unchanged": "Une version a déjà été entraînée sur les mêmes données avec les mêmes réglages : rien à faire "
+                     "(--force entraîne quand même ; 'python cli_app.py models list' montre les versions).",
         "finetuned": "Fine-tuning fait en {seconds:.0f} s. Perplexité sur les données {before:.2f} -> {after:.2f} ; "
                      "sur un texte général {general_before:.2f} -> {general_after:.2f} (une hausse signale un oubli).",
-        "now_using": "Modèle utilisé : {model}",
+        "promoted": "Le contrôle a comparé la version {version} à {champion} : aucune mesure n'a régressé. C'est "
+                    "désormais le modèle utilisé.",
+        "promoted_unchecked": "La version {version} est désormais le modèle utilisé (contrôle désactivé : "
+                              "APPRENTI_GATE=false).",
+        "refused": "Le contrôle a refusé la version {version} : {failed}. Le modèle utilisé reste {champion} ; "
+                   "'python cli_app.py models use {version} --force' l'utilise quand même.",
         "ingested": "Documents : {added} ajouté(s), {updated} mis à jour, {unchanged} inchangé(s), "
                     "{removed} retiré(s) ({chunks} morceaux écrits).",
         "skipped": "Ignoré(s) ({count}) :",
         "gone": "{count} document(s) dont le fichier a disparu sont gardés : relancez avec --prune pour les retirer.",
         "page": "La page d'avis est à http://{host}:{port} (Ctrl-C ici l'arrête et revient au menu).",
+        "dashboard": "Le tableau de bord est à http://{host}:{port} (Ctrl-C ici l'arrête et revient au menu).",
         "rate": "Notez cette réponse : b = bonne, m = mauvaise, Entrée = passer : ",
         "rate_keys": {"b": "good", "m": "bad"},
         "wanted": "La réponse que vous attendiez (Entrée pour passer) : ",

@@ -37,7 +37,11 @@ class Settings:
     max_new_tokens: int = field(default=256, metadata={"env": "APPRENTI_MAX_NEW_TOKENS",
                                                        "help": "longest answer, in tokens"})
     use_finetuned: bool = field(default=True, metadata={"env": "APPRENTI_USE_FINETUNED",
-                                                        "help": "use tinyllama_finetuned/ when it fits"})
+                                                        "help": "answer with the champion (tinyllama_finetuned/)"})
+    gate: bool = field(default=True, metadata={"env": "APPRENTI_GATE",
+                                               "help": "evaluate a new model and use it only if it does not regress"})
+    log_answer_text: bool = field(default=False, metadata={"env": "APPRENTI_LOG_ANSWER_TEXT",
+                                                           "help": "keep questions and answers in the answer log"})
 
     def __post_init__(self):
         self.home = Path(self.home).expanduser().resolve()
@@ -90,7 +94,7 @@ class Settings:
 
     @property
     def models_dir(self) -> Path:
-        """Models converted for fast loading (the bundled GGUF as safetensors)."""
+        """Model versions (inference/versions.py) and the bundled GGUF converted for fast loading."""
         return self.home / "models"
 
     @property
@@ -109,6 +113,14 @@ class Settings:
     @property
     def kto_dataset(self) -> Path:
         return self.data_dir / "dataset_kto.jsonl"
+
+    @property
+    def answer_log(self) -> Path:
+        return self.data_dir / "answers.jsonl"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
 
     @property
     def log_file(self) -> Path:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Iterator, NamedTuple
+
+from common.errors import ApprentiError
 
 
 class Line(NamedTuple):
@@ -27,3 +30,15 @@ def json_objects(text: str) -> Iterator[Line]:
             yield Line(number, line, None, "not a JSON object")
             continue
         yield Line(number, line, record, "")
+
+
+def json_lines_of(path: Path) -> list[Line]:
+    """The lines of a JSON Lines file, none for a missing file; an unreadable file is one clear error, and a
+    byte that is not UTF-8 spoils only its own line."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise ApprentiError(f"cannot read {path}: {error.strerror}") from None
+    return list(json_objects(text))

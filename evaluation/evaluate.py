@@ -26,12 +26,13 @@ def default_qa_path(settings: Settings) -> Path:
 
 
 def evaluate(settings: Settings, qa_path: Path | None = None,
-             progress: Callable[[dict], None] = lambda event: None) -> dict:
-    """The report of the model that `settings` answer with: {"model", "qa_set", "metrics", "questions", ...}."""
+             progress: Callable[[dict], None] = lambda event: None, source=None) -> dict:
+    """The report of the model at `source` (an inference.locate.ModelSource; by default the one `settings`
+    answer with): {"model", "version", "qa_set", "metrics", "inputs", "answers", ...}."""
     from rag_module import Assistant
     qa_path = Path(qa_path or default_qa_path(settings))
     questions, problems = read_qa_set(qa_path)
-    assistant = Assistant(settings)
+    assistant = Assistant(settings, source=source, log_answers=False)
     started = time.perf_counter()
     rows = []
     for number, question in enumerate(questions, 1):
@@ -40,8 +41,9 @@ def evaluate(settings: Settings, qa_path: Path | None = None,
     scores = {**answer_scores(rows), **retrieval_scores(settings, questions, assistant.settings.top_k),
               **language_scores(settings, assistant.model),
               "preference_accuracy": preference_accuracy(settings, assistant.model)}
-    return {"model": assistant.model.name, "qa_set": str(qa_path), "qa_sha256": file_hash(qa_path),
-            "questions": len(questions), "skipped_lines": problems, "metrics": scores, "answers": rows,
+    return {"model": assistant.model.name, "version": assistant.model.version, "qa_set": str(qa_path),
+            "inputs": evaluation_inputs(settings, qa_path), "questions": len(questions), "skipped_lines": problems,
+            "metrics": scores, "answers": rows,
             "seconds": round(time.perf_counter() - started, 1),
             "evaluated_at": datetime.now().isoformat(timespec="seconds")}
 
@@ -150,9 +152,22 @@ def answer_log_probability(chat_model, prompt: str, answer: str) -> float:
     return float(log_probs[-len(answer_ids):].sum())
 
 
+def evaluation_inputs(settings: Settings, qa_path: Path) -> dict:
+    """What a report's figures depend on besides the model: two reports on equal inputs compare fairly, and
+    the champion's report is reused by the gate while they hold."""
+    test_pairs = settings.rlhf_dataset.with_name(f"{settings.rlhf_dataset.stem}_test.jsonl")
+    return {"qa_sha256": file_hash(qa_path), "learning_sha256": file_hash(settings.learning_data),
+            "pairs_sha256": file_hash(test_pairs),
+            "settings": {name: str(getattr(settings, name)) for name in
+                         ("base_model", "embedding_model", "top_k", "relevance_threshold", "max_new_tokens")}}
+
+
 def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def file_hash(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except FileNotFoundError:
+        return None

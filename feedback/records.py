@@ -14,7 +14,7 @@ from pathlib import Path
 
 from common.errors import ApprentiError
 from common.files import append_whole
-from common.jsonl import json_objects
+from common.jsonl import json_lines_of
 
 CHOICES = {
     "good": "the answer is good",
@@ -80,13 +80,7 @@ def read(path: Path) -> tuple[list[Feedback], list[str]]:
     """The current entries (last version of each id, deleted ones left out) and the broken lines' problems."""
     entries: dict[str, Feedback] = {}
     problems = []
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return [], []
-    except OSError as error:
-        raise ApprentiError(f"cannot read {path}: {error.strerror}") from None
-    for number, _, record, problem in json_objects(text):
+    for number, _, record, problem in json_lines_of(path):
         try:
             if problem:
                 raise ValueError(problem)

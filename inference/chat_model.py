@@ -14,6 +14,7 @@ class ChatModel:
     def __init__(self, source: ModelSource):
         started = time.perf_counter()
         self.name = source.name
+        self.version = source.version
         self.model, self.tokenizer = load_causal_lm(source.path, adapter=source.adapter)
         self.load_seconds = time.perf_counter() - started
 

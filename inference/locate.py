@@ -30,6 +30,7 @@ class ModelSource:
     name: str  # what the status line, the answers and the training record call it
     path: Path
     adapter: Path | None = None  # LoRA adapters to apply on top of the model at `path`
+    version: str = "base"  # the model version (inference/versions.py) it is
 
 
 def package_dir(package: str) -> Path:

@@ -1,6 +1,8 @@
 """Every test runs offline in its own data dir. Tiny models built from a config serve the plumbing; the
 bundled model, converted once per session, serves the tests that prove the product works."""
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +22,9 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("APPRENTI_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("LANG", "C.UTF-8")
+    # A new model is used without the promotion gate's evaluation, which would judge tiny random models on
+    # noise; the gate's own tests (test_gate.py) turn it on.
+    monkeypatch.setenv("APPRENTI_GATE", "false")
     for variable in ("APPRENTI_BASE_MODEL", "APPRENTI_EMBEDDING_MODEL", "APPRENTI_RELEVANCE_THRESHOLD",
                      "LC_ALL", "LC_MESSAGES"):
         monkeypatch.delenv(variable, raising=False)
@@ -53,7 +58,9 @@ def bundled_models(tmp_path_factory) -> Path:
 @pytest.fixture
 def real_model(home, bundled_models) -> Path:
     """The test's data dir, set up to use the real bundled model without converting it again."""
-    (home / "models").symlink_to(bundled_models, target_is_directory=True)
+    (home / "models").mkdir()  # the test's own versions go here; the converted model is shared
+    for converted in bundled_models.iterdir():
+        (home / "models" / converted.name).symlink_to(converted, target_is_directory=True)
     return home
 
 
@@ -114,3 +121,59 @@ def at_once(target, calls: list[tuple]) -> None:
         worker.start()
     for worker in workers:
         worker.join()
+
+
+@pytest.fixture
+def started_pages(monkeypatch) -> list:
+    """The (command, environment) of each page server the CLI starts, without starting any."""
+    from cli import feedback as cli_feedback
+    started = []
+
+    class Server:
+        def __init__(self, command, env):
+            started.append((command, env))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(cli_feedback.subprocess, "Popen", Server)
+    return started
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on `port` (from /proc/net/tcp and tcp6)."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                local, state = row.split()[1], row.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    addresses.add(address)
+    return addresses
+
+
+# ---------------------------------------------------------------- a real browser, for the pages
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[str, str]:
+    """Debian's chromium and chromedriver, installed here when missing."""
+    if not (shutil.which("chromedriver") and shutil.which("chromium")):
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
+            subprocess.run(command, check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(chromium):
+    """Headless Chromium driven through selenium, closed after the test."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium[0]
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                     "--disable-background-networking", "--disable-component-update", "--no-first-run"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(chromium[1]), options=options)
+    yield driver
+    driver.quit()

@@ -54,23 +54,54 @@ def test_an_unanswerable_question_is_refused(real_model):
     assert ask_json("Qui a gagné la Coupe du monde de football en 1998 ?")["answer"].startswith("Je ne sais pas")
 
 
-def test_fine_tuning_teaches_a_fact_the_base_model_does_not_know(real_model):
+def gate_questions(home, answerable: int = 9, unanswerable: int = 3) -> None:
+    """A part of the shipped QA set as the user's own (data/eval_qa.jsonl), so that the gate's evaluations
+    take a minute here: the gate evaluates on it exactly as on the whole set."""
+    lines = (ROOT / "evaluation" / "qa_set.jsonl").read_text().splitlines()
+    chosen = [line for line in lines if json.loads(line)["answers"]][:answerable]
+    chosen += [line for line in lines if not json.loads(line)["answers"]][:unanswerable]
+    (home / "data").mkdir(exist_ok=True)
+    (home / "data" / "eval_qa.jsonl").write_text("\n".join(chosen) + "\n")
+
+
+def test_the_gate_promotes_a_run_that_learns_and_refuses_one_that_forgets(real_model):
+    gate = {"APPRENTI_GATE": "true", "APPRENTI_MAX_NEW_TOKENS": "64"}
+    gate_questions(real_model)
     assert run_cli("learn", FACT).returncode == 0
     assert run_cli("learn", "Pim the heron lives by Lake Quillmoor.").returncode == 0
     before = run_cli("--base", "complete", FACT_START)
     assert before.returncode == 0 and "tangerine-47" not in before.stdout
-    finetune = run_cli("finetune")
+
+    # A LoRA run that learns the two facts: evaluated against the base model, and promoted.
+    finetune = run_cli("finetune", env=gate, timeout=900)
     assert finetune.returncode == 0, finetune.stderr
     assert "Perplexity on the learning data" in finetune.stdout and "on general text" in finetune.stdout
+    assert "against base: no metric regressed. It is now the model in use." in finetune.stdout, finetune.stdout
     after = run_cli("complete", FACT_START)
     assert "tangerine-47" in after.stdout, after.stdout
     assert "tangerine-47" not in run_cli("--base", "complete", FACT_START).stdout
     status = json.loads(run_cli("status", "--json").stdout)
     assert status["knowledge_base"]["chunks"] == 0  # learned by the weights, not retrieved
-    record = status["fine_tuned"]
-    assert record["perplexity_after"] < record["perplexity_before"] / 2
-    assert record["perplexity_general_before"] > 1 and record["perplexity_general_after"] > 1
+    promoted = status["fine_tuned"]
+    assert promoted["verdict"] == "promoted" and promoted["gate"]["champion"] == "base"
+    assert promoted["training"]["perplexity_after"] < promoted["training"]["perplexity_before"] / 2
+    assert promoted["metrics"]["facts_recalled"] == 1.0 and promoted["metrics"]["ppl_general"] > 1
+    assert (real_model / "reports" / promoted["id"] / "comparison.png").stat().st_size > 1000
     assert "nothing to do" in run_cli("finetune").stdout
+    run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.")
+    answer = ask_json("What is the mascot of the Apprenti project?")
+
+    # Every weight trained at a learning rate far too high: it forgets how to speak, and is refused.
+    reckless = run_cli("finetune", "--method", "full", "--learning-rate", "1e-2", env=gate, timeout=900)
+    assert reckless.returncode == 0, reckless.stderr
+    assert "The gate refused version" in reckless.stdout and "ppl_general" in reckless.stdout, reckless.stdout
+    assert f"The model in use stays {promoted['id']}" in reckless.stdout
+    listed = json.loads(run_cli("models", "list", "--json").stdout)
+    assert [(v["verdict"], v["champion"]) for v in listed] == [("base", False), ("promoted", True), ("refused", False)]
+    assert run_cli("complete", FACT_START).stdout == after.stdout  # the champion, as before
+    assert ask_json("What is the mascot of the Apprenti project?") == answer
+    log = [json.loads(line) for line in (real_model / "models" / "promotions.jsonl").read_text().splitlines()]
+    assert [event["action"] for event in log] == ["promoted", "refused"]
 
 
 def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
@@ -80,7 +111,7 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
     menu = pexpect.spawn(sys.executable, [str(ROOT / "cli_app.py")], cwd=str(ROOT), env=dict(os.environ),
                          encoding="utf-8", timeout=240)
     try:
-        menu.expect_exact("Your choice (1-7): ")
+        menu.expect_exact("Your choice (1-8): ")
         menu.sendline("2")
         menu.expect_exact("Text (finish with an empty line):")
         menu.sendline("The Apprenti project's mascot is a blue heron called Pim.")
@@ -89,13 +120,13 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
         menu.sendline("mascot")
         menu.expect_exact("Added 'mascot' to the knowledge base (1 chunk(s)).")
 
-        menu.expect_exact("Your choice (1-7): ")
+        menu.expect_exact("Your choice (1-8): ")
         menu.sendline("6")
         menu.expect_exact("File or folder: ")
         menu.sendline(str(notes))
         menu.expect_exact("Documents: 1 added, 0 updated, 0 unchanged, 0 removed (1 chunks written).")
 
-        menu.expect_exact("Your choice (1-7): ")
+        menu.expect_exact("Your choice (1-8): ")
         menu.sendline("1")
         menu.expect_exact("Question: ")
         menu.sendline("What is the mascot of the Apprenti project?")
@@ -106,7 +137,7 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
         menu.sendline("Pim, a blue heron.")
         menu.expect_exact("Thank you: your feedback is saved.")
 
-        menu.expect_exact("Your choice (1-7): ")
+        menu.expect_exact("Your choice (1-8): ")
         menu.sendline("1")
         menu.expect_exact("Question: ")
         menu.sendline("Who won the football World Cup in 1998?")
@@ -114,27 +145,27 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
         menu.expect_exact("Rate this answer: g = good, b = bad, Enter = skip: ")
         menu.sendline("")  # skipping is one key
 
-        menu.expect_exact("Your choice (1-7): ")
+        menu.expect_exact("Your choice (1-8): ")
         menu.sendline("3")
         menu.expect_exact("Text (finish with an empty line):")
         menu.sendline(FACT)
         menu.sendline("")
         menu.expect_exact("Saved in learning_data.txt (1 entries).")
 
-        menu.expect_exact("Your choice (1-7): ")
+        menu.expect_exact("Your choice (1-8): ")
         menu.sendline("4")
         menu.expect(r"Fine-tuning SmolLM2-135M-Instruct \(bundled\) \(lora, \w+ on cpu\) on 1 entries: 40 steps")
         menu.expect(r"\d+/40 \[")  # the progress bar
-        menu.expect_exact("Now using: SmolLM2-135M-Instruct (bundled), fine-tuned")
+        menu.expect(r"Version v\d{8}-\d{6}\S* is now the model in use")
 
-        menu.expect_exact("Your choice (1-7): ")
+        menu.expect_exact("Your choice (1-8): ")
         menu.sendline("1")
         menu.expect_exact("Question: ")
         menu.sendline("What is the mascot of the Apprenti project?")
         menu.sendcontrol("c")  # Ctrl-C in the middle of an answer: back to the menu
         menu.expect_exact("Stopped: back to the menu.")
 
-        menu.expect_exact("Your choice (1-7): ")
+        menu.expect_exact("Your choice (1-8): ")
         menu.sendline("5")
         menu.expect_exact("Goodbye.")
         menu.expect(pexpect.EOF)

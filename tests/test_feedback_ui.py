@@ -1,6 +1,5 @@
 """The feedback page, through Streamlit's testing API and in a real headless Chromium."""
 import os
-import shutil
 import subprocess
 import sys
 
@@ -8,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from common.config import Settings
-from conftest import ROOT, free_port, wait_for_port
+from conftest import ROOT, free_port, listening_addresses, wait_for_port
 from feedback.records import read
 
 PAGE = str(ROOT / "app" / "feedback_ui.py")
@@ -111,24 +110,11 @@ def test_a_newly_fine_tuned_model_is_used_without_a_restart(tiny_model, home):
     assert {answer["label"] for answer in page.session_state["round"]["answers"]} == {"sample 1", "sample 2"}
     settings = Settings.load()
     append_entry(settings.learning_data, "The ferry is painted green.")
-    train(settings, FineTuneConfig(epochs=1, min_steps=2, batch_size=2), lambda event: None)
+    version = train(settings, FineTuneConfig(epochs=1, min_steps=2, batch_size=2), lambda event: None)["id"]
     ask(page, "When does the ferry leave?")
     answers = page.session_state["round"]["answers"]
     assert {answer["label"] for answer in answers} == {"base", "fine-tuned"}
-    assert any("fine-tuned" in answer["model"] for answer in answers)
-
-
-def listening_addresses(port: int) -> set[str]:
-    """The local addresses of the sockets listening on `port` (from /proc/net/tcp and tcp6)."""
-    addresses = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as rows:
-            for row in list(rows)[1:]:
-                local, state = row.split()[1], row.split()[3]
-                address, hex_port = local.split(":")
-                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-                    addresses.add(address)
-    return addresses
+    assert any(f"version {version}" in answer["model"] for answer in answers)
 
 
 def test_streamlit_run_from_any_folder_binds_to_this_machine_only(home, tmp_path):
@@ -143,21 +129,10 @@ def test_streamlit_run_from_any_folder_binds_to_this_machine_only(home, tmp_path
         server.wait(timeout=60)
 
 
-def test_the_ui_command_passes_every_setting_to_the_page(home, monkeypatch):
-    from cli import feedback as cli_feedback
+def test_the_ui_command_passes_every_setting_to_the_page(home, started_pages, monkeypatch):
     from cli_app import main
-    started = []
-
-    class Server:
-        def __init__(self, command, env):
-            started.append((command, env))
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(cli_feedback.subprocess, "Popen", Server)
     assert main(["--threshold", "0.9", "--base", "ui", "--port", "8999"]) == 0
-    command, env = started[0]
+    command, env = started_pages[0]
     assert command[-8:] == ["--server.address", "127.0.0.1", "--server.port", "8999", "--server.headless", "true",
                             "--browser.gatherUsageStats", "false"]
     monkeypatch.setattr(os, "environ", env)
@@ -166,15 +141,6 @@ def test_the_ui_command_passes_every_setting_to_the_page(home, monkeypatch):
 
 
 # ---------------------------------------------------------------- in a real browser
-
-@pytest.fixture(scope="session")
-def chromium() -> tuple[str, str]:
-    """Debian's chromium and chromedriver, installed here when missing."""
-    if not (shutil.which("chromedriver") and shutil.which("chromium")):
-        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"]):
-            subprocess.run(command, check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    return shutil.which("chromium"), shutil.which("chromedriver")
-
 
 @pytest.fixture
 def pixel_server():
@@ -199,10 +165,8 @@ def pixel_server():
     server.shutdown()
 
 
-def test_in_headless_chromium_two_questions_choose_submit_and_read_the_record_back(tiny_model, home, chromium,
+def test_in_headless_chromium_two_questions_choose_submit_and_read_the_record_back(tiny_model, home, browser,
                                                                                     tmp_path, pixel_server):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ready
@@ -212,12 +176,6 @@ def test_in_headless_chromium_two_questions_choose_submit_and_read_the_record_ba
     port = free_port()
     server = subprocess.Popen([sys.executable, "cli_app.py", "ui", "--port", str(port)], cwd=ROOT,
                               env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium[0]
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                     "--disable-background-networking", "--disable-component-update", "--no-first-run"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(chromium[1]), options=options)
     screenshot = tmp_path / "feedback_page.png"
     try:
         wait_for_port(port)
@@ -239,7 +197,6 @@ def test_in_headless_chromium_two_questions_choose_submit_and_read_the_record_ba
         assert not browser.find_elements(By.CSS_SELECTOR, f"img[src*='{pixel_port}']")
         browser.save_screenshot(str(screenshot))
     finally:
-        browser.quit()
         server.terminate()  # cli_app.py stops the Streamlit server it started
         output = server.communicate(timeout=60)[0]
     assert screenshot.stat().st_size > 10_000

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from common.config import Settings
 from common.errors import ApprentiError, BusyError
 from fine_tune_model import FineTuneConfig, run_fine_tuning, train
-from inference.installed import TRAINING_RECORD, read_training_record
+from inference.versions import Versions
 from training.core import training_lock
 from training.learning_data import append_entry, read_entries
 
@@ -39,15 +39,22 @@ def test_lora_trains_adapters_only_lowers_perplexity_and_records_its_run(tiny_mo
     teach(settings, "The Zorblax guild password is tangerine-47.", "Pim the heron is blue.\nIt lives by a lake.")
     base_file = (tiny_model / "model.safetensors").read_bytes()
     events = []
-    record = train(settings, FineTuneConfig(**FAST), events.append)
+    manifest = train(settings, FineTuneConfig(**FAST), events.append)
     assert [e["event"] for e in events] == ["start"] + ["step"] * 6
     assert events[-1]["step"] == 6 and events[-1]["eta"] == 0
-    assert record["base_model"] == str(tiny_model) and record["entries"] == 2 and record["steps"] == 6
+    record = manifest["training"]
+    assert manifest["base_model"] == str(tiny_model) and record["entries"] == 2 and record["steps"] == 6
     assert record["perplexity_after"] < record["perplexity_before"]
     assert record["perplexity_general_before"] > 1 and record["perplexity_general_after"] > 1
-    assert record["trainer"] == "transformers.Trainer" and record["config"] == FineTuneConfig(**FAST).training_settings()
-    saved = read_training_record(settings.finetuned_dir)
-    assert saved == json.loads(json.dumps(record))
+    assert [entry["step"] for entry in record["loss_history"]] == [1, 2, 3, 4, 5, 6]
+    assert record["trainer"] == "transformers.Trainer"
+    assert manifest["config"] == FineTuneConfig(**FAST).training_settings() and manifest["seed"] == 0
+    assert manifest["data"]["learning_data"]["sha256"] == manifest["data_sha256"]
+    # The run is a version, the champion (the gate is off here), and tinyllama_finetuned/ is it.
+    versions = Versions(settings)
+    assert versions.champion() == manifest["id"] and manifest["verdict"] == "promoted"
+    assert versions.get(manifest["id"]).manifest == json.loads(json.dumps(manifest))
+    assert settings.finetuned_dir.resolve() == versions.root / manifest["id"]
     adapters = load_file(settings.finetuned_dir / "adapter_model.safetensors")
     assert adapters and all("lora_" in name for name in adapters)
     assert any(tensor.abs().sum() > 0 for name, tensor in adapters.items() if "lora_B" in name)
@@ -63,7 +70,7 @@ def test_unchanged_data_and_settings_train_nothing_and_a_change_of_either_trains
     assert train(settings, FineTuneConfig(**FAST), lambda event: None) is None
     assert train(settings, FineTuneConfig(**FAST, force=True), lambda event: None) is not None
     teach(settings, "Second fact.")
-    assert train(settings, FineTuneConfig(**FAST), lambda event: None)["entries"] == 2
+    assert train(settings, FineTuneConfig(**FAST), lambda event: None)["training"]["entries"] == 2
     # Same data, more epochs (whose steps the 6-step minimum hides): a different run, so it trains.
     assert FineTuneConfig(**{**FAST, "epochs": 3}).steps_for(2) == FineTuneConfig(**FAST).steps_for(2)
     record = train(settings, FineTuneConfig(**{**FAST, "epochs": 3}), lambda event: None)
@@ -75,7 +82,7 @@ def test_full_fine_tuning_changes_every_weight_and_saves_a_whole_model(tiny_mode
     settings = Settings.load()
     teach(settings, "A fact for full fine-tuning.")
     record = train(settings, FineTuneConfig(method="full", epochs=1, min_steps=3, learning_rate=1e-3), lambda e: None)
-    assert record["method"] == "full"
+    assert record["weights"] == "full"
     before = load_file(tiny_model / "model.safetensors")
     after = load_file(settings.finetuned_dir / "model.safetensors")
     name = "model.layers.0.self_attn.q_proj.weight"
@@ -93,15 +100,15 @@ def test_the_subprocess_reports_progress_and_installs_the_model(tiny_model):
     events = []
     record = run_fine_tuning(settings, FineTuneConfig(**FAST), events.append)
     assert events[0]["event"] == "start" and events[-1] == {**events[-1], "event": "step", "step": 6}
-    assert record == read_training_record(settings.finetuned_dir)
+    assert record == Versions(settings).get(record["id"]).manifest
     assert run_fine_tuning(settings, FineTuneConfig(**FAST), events.append) is None
 
 
 def test_two_fine_tunings_at_once_the_second_is_told_to_wait(tiny_model):
     settings = Settings.load()
-    with training_lock(settings, settings.finetuned_dir):
+    with training_lock(settings):
         with pytest.raises(BusyError, match="another fine-tuning is running"):
-            with training_lock(settings, settings.finetuned_dir):
+            with training_lock(settings):
                 pass
         teach(settings, "Some fact.")
         with pytest.raises(ApprentiError, match="another fine-tuning is running"):
@@ -125,13 +132,15 @@ def test_a_run_stopped_midway_leaves_the_previous_model_whole(tiny_model, stop):
     for line in process.stdout:  # stop it while it trains, once a step is done
         if json.loads(line)["event"] == "step":
             break
-    assert list(settings.home.glob("tinyllama_finetuned.partial-*")) == []  # it writes only when done
+    versions = Versions(settings)
+    assert list(versions.root.glob(".*")) == []  # it writes only when done
     process.send_signal(stop)
     process.communicate(timeout=60)
     assert process.returncode != 0
-    assert read_training_record(settings.finetuned_dir) == first
+    assert versions.champion() == first["id"] and [v.id for v in versions.all()[0]] == ["base", first["id"]]
     assert (settings.finetuned_dir / "adapter_model.safetensors").is_file()
-    assert list(settings.home.glob("tinyllama_finetuned.partial-*")) == []
+    if stop != signal.SIGKILL:  # a killed run cleans nothing; the next run removes what it left
+        assert list(versions.root.glob(".*")) == []
 
 
 def test_ctrl_c_in_the_cli_stops_the_subprocess_and_keeps_the_previous_model(tiny_model):
@@ -152,21 +161,23 @@ def test_ctrl_c_in_the_cli_stops_the_subprocess_and_keeps_the_previous_model(tin
 
 def test_a_full_disk_while_saving_keeps_the_previous_model(tiny_model, monkeypatch):
     import errno
-    from inference import installed
+    from inference import versions
     settings = Settings.load()
     teach(settings, "First.")
     first = train(settings, FineTuneConfig(**FAST), lambda event: None)
     teach(settings, "Second.")
+    rename = os.rename
 
-    def disk_full(new, target):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def disk_full(source, target):
+        if str(source).endswith(".partial"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        rename(source, target)
 
-    monkeypatch.setattr(installed, "install_model", disk_full)
-    with pytest.raises(ApprentiError, match="No space left on device; the previous model is kept"):
+    monkeypatch.setattr(versions.os, "rename", disk_full)
+    with pytest.raises(ApprentiError, match="No space left on device; the model in use is kept"):
         train(settings, FineTuneConfig(**FAST), lambda event: None)
-    assert read_training_record(settings.finetuned_dir) == first
-    assert list(settings.home.glob("tinyllama_finetuned.partial-*")) == []
-    assert (settings.finetuned_dir / TRAINING_RECORD).is_file()
+    assert Versions(settings).champion() == first["id"] and len(Versions(settings).all()[0]) == 2
+    assert list(Versions(settings).root.glob(".*")) == []
 
 
 def test_the_trainers_are_set_for_this_cpu_not_for_a_gpu(monkeypatch, tmp_path):

@@ -29,11 +29,12 @@ def test_imports_flow_from_entry_points_to_domain_to_helpers():
     other go one way too (cli → rag → knowledge base)."""
     ours = {path.parent.name for path in ROOT.glob("*/__init__.py")} | ENTRY_POINTS
     layers = {"common": set(), "store": {"common", "inference"}, "inference": {"common"}, "feedback": {"common"},
-              "training": {"common", "inference"},
-              "evaluation": {"common", "store", "inference", "training", "rag_module", "knowledge_base"}}
+              "training": {"common", "inference", "monitoring"},
+              "evaluation": {"common", "store", "inference", "training", "monitoring", "rag_module", "knowledge_base"},
+              "monitoring": {"common", "feedback", "inference"}}
     for package, allowed in layers.items():
         for path in (ROOT / package).glob("*.py"):
             found = (imports_of(path) & ours) - {package}
             assert found <= allowed, (path, found - allowed)
     assert imports_of(ROOT / "knowledge_base.py") & ours <= {"common", "store"}
-    assert imports_of(ROOT / "rag_module.py") & ours <= {"common", "store", "inference", "knowledge_base"}
+    assert imports_of(ROOT / "rag_module.py") & ours <= {"common", "store", "inference", "monitoring", "knowledge_base"}

@@ -1,6 +1,4 @@
-import json
 import os
-import threading
 import time
 
 import pytest
@@ -8,9 +6,9 @@ import torch
 
 from common.config import Settings
 from common.errors import ApprentiError
-from inference import installed, loading
+from inference import loading
 from inference.chat_model import ChatModel
-from inference.installed import choose_chat_model, install_model, installed_record
+from inference.versions import Versions, choose_chat_model
 from inference.loading import device_and_dtype
 from inference.locate import BUNDLED_CHAT_MODEL, from_cache_or_hub, hub_reachable, resolve_base_model
 
@@ -56,42 +54,28 @@ def test_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
     assert device_and_dtype() == ("cpu", torch.float32)
 
 
-def old_and_new_model(folder):
-    """An installed model folder and a new one to install in its place."""
-    for name, weights in (("tinyllama_finetuned", "old"), ("new", "new")):
-        (folder / name).mkdir()
-        (folder / name / "weights").write_text(weights)
-    return folder / "tinyllama_finetuned", folder / "new"
+def _make_version(settings, base_model, weights="lora"):
+    """A version folder as a training run leaves it, made the champion."""
+    versions = Versions(settings)
+    version_id, partial = versions.staging()
+    versions.publish(version_id, partial, {"base_model": base_model, "method": "pretraining", "weights": weights,
+                                           "verdict": "promoted", "created": "2026-11-22T10:00:00"})
+    versions.set_champion(version_id, "promoted")
+    return version_id
 
 
-def test_installing_a_model_replaces_the_old_one_and_a_crash_midway_is_recovered(tmp_path):
-    target, new = old_and_new_model(tmp_path)
-    install_model(new, target)
-    assert (target / "weights").read_text() == "new" and not new.exists()
-    # A crash after the old model was moved aside, before the new one arrived:
-    target.rename(tmp_path / "tinyllama_finetuned.previous")
-    installed_record(target)
-    assert (target / "weights").read_text() == "new"
-
-
-def _write_record(settings, **fields):
-    settings.finetuned_dir.mkdir(parents=True)
-    record = {"base_model": "x", "method": "lora", "finished_at": "2026-11-22T10:00:00", **fields}
-    (settings.finetuned_dir / installed.TRAINING_RECORD).write_text(json.dumps(record))
-
-
-def test_the_fine_tuned_model_is_used_only_when_trained_from_the_base_in_use(tiny_model, capsys):
+def test_the_champion_is_used_only_when_trained_from_the_base_in_use(tiny_model, capsys):
     settings = Settings.load()
-    _write_record(settings, base_model=str(tiny_model))
+    version_id = _make_version(settings, str(tiny_model))
     chosen = choose_chat_model(settings)
-    assert chosen.adapter == settings.finetuned_dir and chosen.path == tiny_model
-    assert "fine-tuned 2026-11-22 10:00" in chosen.name
+    assert chosen.adapter == Versions(settings).root / version_id and chosen.path == tiny_model
+    assert chosen.version == version_id and f"version {version_id}" in chosen.name
     assert choose_chat_model(Settings.load(use_finetuned=False)).adapter is None
 
 
-def test_a_fine_tuned_model_of_another_base_is_ignored_with_a_notice(tiny_model, capsys):
+def test_a_champion_of_another_base_is_ignored_with_a_notice(tiny_model, capsys):
     settings = Settings.load()
-    _write_record(settings, base_model="some/other-model")
+    _make_version(settings, "some/other-model")
     assert choose_chat_model(settings).adapter is None
     assert "trained from some/other-model" in capsys.readouterr().err
 
@@ -116,27 +100,6 @@ def test_streaming_yields_pieces_and_closing_the_stream_stops_the_generation(tin
     stopped_at = len(forwards)
     time.sleep(0.3)
     assert stopped_at < 20 and len(forwards) == stopped_at  # the generation ended, and stays ended
-
-
-def test_a_reader_never_races_the_installer(tmp_path, monkeypatch):
-    """A reader recovering between the two renames of an installation would put the old model back and
-    make the new one's rename fail: readers wait for the installer instead."""
-    target, new = old_and_new_model(tmp_path)
-    real_rename, readers = os.rename, []
-
-    def rename_then_let_a_reader_in(source, destination):
-        real_rename(source, destination)
-        if str(destination).endswith(".previous"):  # between the two renames
-            reader = threading.Thread(target=installed_record, args=(target,))
-            reader.start()
-            reader.join(timeout=1)
-            readers.append(reader)
-
-    monkeypatch.setattr(installed.os, "rename", rename_then_let_a_reader_in)
-    install_model(new, target)
-    readers[0].join(timeout=10)
-    assert not readers[0].is_alive() and (target / "weights").read_text() == "new"
-    assert not new.exists() and not target.with_name("tinyllama_finetuned.previous").exists()
 
 
 def test_settings_reach_a_child_process_through_the_environment(monkeypatch):

@@ -5,14 +5,14 @@ and install the result whole.
 A training runs in a subprocess of the CLI (`run_training_process`), so that its memory goes back when it
 ends and a crash cannot take the CLI with it; the subprocess (`training_process_main`) holds the data dir's
 training lock and prints one JSON event a line on stdout. The new model is written to a temporary folder and
-put in place only once whole: a crash, a kill or Ctrl-C leaves the previous model as it was.
+made a version (inference/versions.py) only once whole and judged by the promotion gate: a crash, a kill or
+Ctrl-C leaves the model in use as it was.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -125,16 +125,18 @@ def trainer_arguments(config_class, output_dir: Path, *, steps: int, batch_size:
                       seed: int, **options):
     """`TrainingArguments`, or a trl config, for this machine. trl's defaults assume a GPU (bf16 on, gradient
     checkpointing on): here bf16 is on only where the hardware computes it natively, and checkpointing is
-    off (it trades time for memory that a CPU with this much RAM does not need)."""
+    off (it trades time for memory that a CPU with this much RAM does not need). Runs are logged to MLflow
+    when MLFLOW_TRACKING_URI is set (monitoring/tracking.py)."""
     import torch
     from inference.loading import device_and_dtype
+    from monitoring.tracking import report_to
     device, dtype = device_and_dtype()
     return config_class(
         output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size, learning_rate=learning_rate, lr_scheduler_type="linear",
         warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=seed, data_seed=seed,
         use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
-        gradient_checkpointing=False, logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
+        gradient_checkpointing=False, logging_steps=1, save_strategy="no", eval_strategy="no", report_to=report_to(),
         disable_tqdm=True, include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
         remove_unused_columns=False, **options)
 
@@ -175,36 +177,30 @@ def scratch_dir():
     return tempfile.TemporaryDirectory(prefix="apprenti-trainer-")
 
 
-# ---------------------------------------------------------------- installing the result
+# ---------------------------------------------------------------- saving the result
 
-def save_and_install(model, tokenizer, record: dict, target: Path, whole_model: bool) -> None:
-    """Write the model beside `target` and put it in place once whole. LoRA saves its adapters alone:
-    merged into bf16 base weights, small updates would round away."""
-    from inference.installed import TRAINING_RECORD, install_model
+def save_model(model, tokenizer, folder: Path, whole_model: bool) -> None:
+    """The trained weights as safetensors: LoRA saves its adapters alone (merged into bf16 base weights,
+    small updates would round away), a full fine-tuning the whole model with its tokenizer."""
     raise_if_stopped()
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     try:
-        model.save_pretrained(partial, safe_serialization=True)
+        model.save_pretrained(folder, safe_serialization=True)
         if whole_model:
-            tokenizer.save_pretrained(partial)
-        (partial / TRAINING_RECORD).write_text(json.dumps(record, indent=2))
-        install_model(partial, target)
+            tokenizer.save_pretrained(folder)
     except OSError as error:
-        raise ApprentiError(f"cannot save the model in {target.parent}: {error.strerror}; "
-                            "the previous model is kept") from None
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        raise ApprentiError(f"cannot save the model in {folder.parent}: {error.strerror}; "
+                            "the model in use is kept") from None
 
 
 # ---------------------------------------------------------------- the subprocess
 
 @contextmanager
-def training_lock(settings: Settings, target: Path):
-    """One training at a time per data dir. Whatever partial folders exist belong to runs that died."""
+def training_lock(settings: Settings):
+    """One training at a time per data dir. Whatever partial versions exist belong to runs that died."""
+    from inference.versions import Versions
     with file_lock(settings.home / ".finetune.lock", wait=False,
                    busy="another fine-tuning is running on this data dir: wait for it to finish"):
-        for stale in target.parent.glob(f"{target.name}.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        Versions(settings).discard_partials()
         yield
 
 
@@ -220,8 +216,8 @@ def raise_if_stopped() -> None:
         raise KeyboardInterrupt if STOP_REQUESTS[0] == signal.SIGINT else SystemExit(143)
 
 
-def training_process_main(settings_from: Callable[[], Settings], work: Callable[[Settings, Report], dict | None],
-                          target: Callable[[Settings], Path]) -> int:
+def training_process_main(settings_from: Callable[[], Settings],
+                          work: Callable[[Settings, Report], dict | None]) -> int:
     """The subprocess's side: hold the lock, run `work`, and turn every ending into one JSON event. Ctrl-C
     and SIGTERM stop it before the installation, whatever it is doing (SIGKILL too, without cleaning up)."""
     signal.signal(signal.SIGINT, stop_requested)
@@ -233,7 +229,7 @@ def training_process_main(settings_from: Callable[[], Settings], work: Callable[
     settings = None
     try:
         settings = settings_from()
-        with training_lock(settings, target(settings)):
+        with training_lock(settings):
             record = work(settings, report)
         report({"event": "done", "record": record} if record else {"event": "unchanged"})
         return 0
@@ -253,11 +249,12 @@ def training_process_main(settings_from: Callable[[], Settings], work: Callable[
         return 1
 
 
-def run_training_process(command: list[str], on_event: Report) -> dict | None:
-    """Run a training script in a subprocess, passing its progress events to `on_event`; returns the
-    training record, or None when there was nothing to do. Ctrl-C stops the subprocess and is re-raised."""
+def run_training_process(command: list[str], settings: Settings, on_event: Report) -> dict | None:
+    """Run a training script in a subprocess with these `settings`, passing its progress events to
+    `on_event`; returns the new version's manifest, or None when there was nothing to do. Ctrl-C stops the
+    subprocess and is re-raised."""
     process = subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE, text=True,
-                               cwd=Path(__file__).resolve().parent.parent)
+                               cwd=Path(__file__).resolve().parent.parent, env={**os.environ, **settings.environment()})
     outcome = {"event": "error", "message": "the training process ended without a result"}
     try:
         for line in process.stdout:

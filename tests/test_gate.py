@@ -1,0 +1,124 @@
+"""The promotion gate on tiny models: its verdicts, what it keeps, and its logging to MLflow. The proof on
+the real model (a run that learns is promoted, one that forgets is refused) is in test_end_to_end.py."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from common.config import Settings
+from conftest import ROOT, free_port, run_cli, wait_for_port
+from evaluation import gate
+from evaluation.gate import Threshold, explain, judge
+from fine_tune_model import FineTuneConfig, train
+from inference.versions import BASE, Versions
+from training.learning_data import append_entry
+
+FAST = dict(epochs=1, min_steps=4, batch_size=2, learning_rate=1e-2)
+
+
+@pytest.fixture
+def gated(tiny_model, home, monkeypatch):
+    """The gate on, judging on two questions of the shipped set with short answers."""
+    monkeypatch.setenv("APPRENTI_GATE", "true")
+    monkeypatch.setenv("APPRENTI_MAX_NEW_TOKENS", "8")
+    lines = (ROOT / "evaluation" / "qa_set.jsonl").read_text().splitlines()  # answerable first, then not
+    (home / "data").mkdir()
+    (home / "data" / "eval_qa.jsonl").write_text("\n".join([lines[0], lines[-1]]) + "\n")
+    append_entry(Settings.load().learning_data, "The Zorblax guild password is tangerine-47.")
+    return home
+
+
+def test_each_metric_may_worsen_by_its_absolute_or_relative_allowance():
+    thresholds = (Threshold("answer_f1", True, absolute=0.05), Threshold("ppl_general", False, 0.0, relative=0.5))
+    passed, findings = judge({"answer_f1": 0.46, "ppl_general": 29.0}, {"answer_f1": 0.5, "ppl_general": 20.0},
+                             thresholds)
+    assert passed and [f["passed"] for f in findings] == [True, True]
+    passed, findings = judge({"answer_f1": 0.40, "ppl_general": 31.0}, {"answer_f1": 0.5, "ppl_general": 20.0},
+                             thresholds)
+    assert not passed
+    assert explain(findings) == ("answer_f1 0.5 -> 0.4 (worse by 0.1, 0.05 allowed); "
+                                 "ppl_general 20 -> 31 (worse by 11, 10 allowed)")
+    # A metric measured on one side only (no preference pairs yet) is not judged.
+    assert judge({"answer_f1": 0.5, "preference_accuracy": None}, {"answer_f1": 0.5}, thresholds)[1] == [
+        {"metric": "answer_f1", "champion": 0.5, "candidate": 0.5, "worsening": 0.0, "allowed": 0.05, "passed": True}]
+
+
+def test_a_candidate_that_passes_becomes_the_champion_with_its_reports(gated, home):
+    settings = Settings.load()
+    events = []
+    manifest = train(settings, FineTuneConfig(**FAST), events.append)
+    evaluated = {(event["model"], event["stage"]) for event in events if event["event"] == "evaluate"}
+    assert evaluated == {("candidate", "questions"), ("champion", "questions")}
+    assert manifest["gate"]["champion"] == BASE and manifest["verdict"] == "promoted", manifest["gate"]
+    assert {f["metric"] for f in manifest["gate"]["findings"]} >= {"answer_f1", "refusal_accuracy", "ppl_general"}
+    assert Versions(settings).champion() == manifest["id"]
+    for version in (BASE, manifest["id"]):
+        report = json.loads((home / "reports" / version / "report.json").read_text())
+        assert report["version"] == version and report["questions"] == 2
+        assert (home / "reports" / version / "report.md").is_file()
+    assert (home / "reports" / manifest["id"] / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert (home / "reports" / manifest["id"] / "history.png").read_bytes()[:4] == b"\x89PNG"
+    # The next run is judged against this champion, whose report on the same inputs is reused.
+    events.clear()
+    second = train(settings, FineTuneConfig(**{**FAST, "seed": 1}), events.append)
+    assert second["gate"]["champion"] == manifest["id"]
+    assert {event["model"] for event in events if event["event"] == "evaluate"} == {"candidate"}
+
+
+def test_a_refused_candidate_is_kept_but_not_used_and_can_be_forced(gated, monkeypatch):
+    settings = Settings.load()
+    # Thresholds that no model can meet: the perplexity on general text may not change at all, nor rise.
+    monkeypatch.setattr(gate, "DEFAULT_THRESHOLDS", (Threshold("ppl_general", False, absolute=-1.0),))
+    manifest = train(settings, FineTuneConfig(**FAST), lambda event: None)
+    assert manifest["verdict"] == "refused" and manifest["gate"]["failed"].startswith("ppl_general ")
+    versions = Versions(settings)
+    assert versions.champion() == BASE and not settings.finetuned_dir.exists()
+    assert [event["action"] for event in versions.history()] == ["refused"]
+    forced = run_cli("models", "use", manifest["id"], "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert versions.champion() == manifest["id"] and versions.get(manifest["id"]).verdict == "forced"
+    assert [event["action"] for event in versions.history()] == ["refused", "forced"]
+
+
+def test_ctrl_c_during_the_gate_leaves_no_version_and_the_champion_in_use(gated):
+    settings = Settings.load()
+
+    def interrupt(event):
+        if event["event"] == "evaluate":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(settings, FineTuneConfig(**FAST), interrupt)
+    versions = Versions(settings)
+    assert [version.id for version in versions.all()[0]] == [BASE] and versions.champion() == BASE
+    assert list(versions.root.glob(".*")) == []
+
+
+def test_training_runs_and_evaluations_are_logged_to_a_real_mlflow_server(gated, tmp_path):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                               "--default-artifact-root", str(tmp_path / "artifacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, seconds=120)
+        uri = f"http://127.0.0.1:{port}"
+        result = run_cli("finetune", "--epochs", "1", "--min-steps", "4", "--batch-size", "2",
+                         env={"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "apprenti-test"})
+        assert result.returncode == 0, result.stderr
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("apprenti-test")
+        runs = client.search_runs([experiment.experiment_id])
+        training = [run for run in runs if "loss" in run.data.metrics]
+        evaluation = [run for run in runs if "answer_f1" in run.data.metrics]
+        assert len(training) == 1 and [entry.step for entry in client.get_metric_history(
+            training[0].info.run_id, "loss")] == [1, 2, 3, 4]
+        version = Versions(Settings.load()).all()[0][-1]
+        assert len(evaluation) == 1 and evaluation[0].data.tags["apprenti.version"] == version.id
+        assert evaluation[0].data.tags["apprenti.verdict"] == version.verdict
+        assert evaluation[0].data.metrics["refusal_accuracy"] == version.manifest["metrics"]["refusal_accuracy"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
