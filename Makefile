@@ -21,6 +21,7 @@ bench: $(VENV)/.app-installed
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/training_speed.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/retrieval.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/scale.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/gate.py
 
 $(VENV)/.app-installed: requirements.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)

@@ -11,7 +11,6 @@ texts are shown as text, never as Markdown.
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only app/ on the path
+from app.markdown import plain  # noqa: E402
 from common.config import Settings  # noqa: E402
 from common.crash import log_crash  # noqa: E402
 from common.errors import ApprentiError  # noqa: E402
@@ -65,10 +65,6 @@ def bar_chart(frame: pd.DataFrame, x, y, **encodings) -> None:
     st.altair_chart(alt.Chart(frame).mark_bar().encode(x=x, y=y, tooltip=list(frame.columns), **encodings),
                     width="stretch")
 
-
-def plain(text: str) -> str:
-    """`text` escaped for the elements that Streamlit renders as Markdown (as app/feedback_ui.py does)."""
-    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$:])", r"\\\1", text)
 
 
 # ------------------------------------------------------------------ sections

@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import re
 import sys
 from pathlib import Path
 
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only app/ on the path
+from app.markdown import plain  # noqa: E402
 from common.config import Settings  # noqa: E402
 from common.errors import ApprentiError  # noqa: E402
 from feedback.records import CHOICES, Feedback, append, delete, read  # noqa: E402
@@ -75,10 +75,6 @@ def candidates(settings: Settings, question: str) -> dict:
         answers.append({"text": answer.answer, "model": answer.model, "label": label})
     return {"question": question, "sources": sources, "answers": answers}
 
-
-def plain(text: str) -> str:
-    """`text` escaped for the labels that Streamlit renders as Markdown, so that it shows as typed."""
-    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$:])", r"\\\1", text)
 
 
 def ask_page(settings: Settings) -> None:

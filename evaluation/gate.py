@@ -8,12 +8,13 @@ and min_relative_change. The defaults were chosen by measurement (README, "The p
 from __future__ import annotations
 
 import gc
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from common.config import Settings
+from common.errors import ApprentiError
+from common.messages import notice
 
 
 @dataclass(frozen=True)
@@ -90,22 +91,22 @@ def publish_through_gate(settings: Settings, version_id: str, partial: Path, man
         verdict, metrics, candidate = "promoted", {}, None
         gate = {"verdict": "promoted", "skipped": "APPRENTI_GATE=false"}
     raise_if_stopped()
-    if candidate:
-        log_evaluation(version_id, candidate, verdict, gate["failed"])
     version = versions.publish(version_id, partial, {**manifest, "metrics": metrics, "gate": gate, "verdict": verdict})
-    if candidate:
-        write_report(settings, version_id, candidate, against)
     if verdict == "promoted":
         versions.set_champion(version_id, "promoted", failed="")
     else:
         versions.record("refused", version_id, champion=champion, failed=gate["failed"])
+    if candidate:  # the verdict stands whatever happens to its report
+        try:
+            write_report(settings, version_id, candidate, against)
+        except ApprentiError as error:
+            notice(f"the evaluation report of version {version_id} was not written: {error}")
+        log_evaluation(version_id, candidate, verdict, gate["failed"])
     return version.manifest
 
 
 def reusable_report(settings: Settings, version_id: str, inputs: dict) -> dict | None:
     """The version's last evaluation report, if it was made on the same `inputs` (set, data, settings)."""
-    try:
-        saved = json.loads((settings.reports_dir / version_id / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return saved if saved.get("inputs") == inputs else None
+    from evaluation.reports import read_report
+    saved = read_report(settings, version_id)
+    return saved if saved and saved.get("inputs") == inputs else None

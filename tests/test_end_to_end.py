@@ -79,7 +79,6 @@ def test_the_gate_promotes_a_run_that_learns_and_refuses_one_that_forgets(real_m
     assert "against base: no metric regressed. It is now the model in use." in finetune.stdout, finetune.stdout
     after = run_cli("complete", FACT_START)
     assert "tangerine-47" in after.stdout, after.stdout
-    assert "tangerine-47" not in run_cli("--base", "complete", FACT_START).stdout
     status = json.loads(run_cli("status", "--json").stdout)
     assert status["knowledge_base"]["chunks"] == 0  # learned by the weights, not retrieved
     promoted = status["fine_tuned"]
@@ -87,7 +86,6 @@ def test_the_gate_promotes_a_run_that_learns_and_refuses_one_that_forgets(real_m
     assert promoted["training"]["perplexity_after"] < promoted["training"]["perplexity_before"] / 2
     assert promoted["metrics"]["facts_recalled"] == 1.0 and promoted["metrics"]["ppl_general"] > 1
     assert (real_model / "reports" / promoted["id"] / "comparison.png").stat().st_size > 1000
-    assert "nothing to do" in run_cli("finetune").stdout
     run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.")
     answer = ask_json("What is the mascot of the Apprenti project?")
 
