@@ -167,7 +167,7 @@ def rollback(versions: Versions, arguments) -> int:
         option("b", metavar="B", help="another version id"))
 def diff(versions: Versions, arguments) -> int:
     a, b = versions.get(arguments.a), versions.get(arguments.b)
-    metrics_a, metrics_b = flat(a.manifest.get("metrics") or {}), flat(b.manifest.get("metrics") or {})
+    metrics_a, metrics_b = metrics_of(versions, a), metrics_of(versions, b)
     names = list(dict.fromkeys([*metrics_a, *metrics_b]))
     if names:
         width, column = max(map(len, ["metric", *names])), max(len(a.id), len(b.id), 8)
@@ -188,6 +188,13 @@ def diff(versions: Versions, arguments) -> int:
     for key in differing:
         print(f"config {key}: {number(config_a.get(key, '(absent)'))} -> {number(config_b.get(key, '(absent)'))}")
     return 0
+
+
+def metrics_of(versions: Versions, version) -> dict:
+    """The gate's evaluation of a version, else its last report's (the base model has only reports)."""
+    from evaluation.reports import read_report
+    report = read_report(versions.settings, version.id) or {}
+    return flat(version.manifest.get("metrics") or report.get("metrics") or {})
 
 
 @action("prune", "remove old versions: all but the N newest, never the model in use",

@@ -118,12 +118,21 @@ class Versions:
         return events
 
     def previous_champion(self) -> str:
-        """The champion before the current one, by the log of pointer changes."""
-        champion = self.champion()
-        for event in reversed(self.history()):
-            if event.get("version") == champion and event.get("previous") not in (None, champion):
-                return event["previous"]
-        raise ApprentiError("there is no earlier model to roll back to")
+        """The champion before the current one, by the log of pointer changes read as a stack: each change
+        pushes the champion it replaced, a rollback pops it, so rollbacks in a row go further back in time.
+        Pruned versions leave the stack."""
+        earlier: list[str] = []
+        for event in self.history():
+            if event.get("action") == "pruned":
+                earlier = [version_id for version_id in earlier if version_id != event.get("version")]
+            elif event.get("previous") not in (None, event.get("version")):
+                if event.get("action") == "rollback":
+                    del earlier[-1:]
+                else:
+                    earlier.append(event["previous"])
+        if not earlier:
+            raise ApprentiError("there is no earlier model to roll back to")
+        return earlier[-1]
 
     def source(self, version_id: str) -> ModelSource:
         """What loads version `version_id`: the base model, with the version's adapters or replaced by it."""

@@ -191,8 +191,10 @@ def test_in_headless_chromium_two_questions_choose_submit_and_read_the_record_ba
                 wait.until(ready.element_to_be_clickable((By.XPATH, "//label[contains(., 'A is better')]"))).click()
             finally:
                 browser.save_screenshot(str(screenshot))
-            browser.find_element(By.CSS_SELECTOR, "textarea[aria-label='Comment (optional)']").send_keys(f"q{number}")
-            browser.find_element(By.XPATH, "//button[.//p[text()='Submit']]").click()
+            # The form below the choice appears with the page's next run: waited for, as the choice was.
+            wait.until(ready.element_to_be_clickable(
+                (By.CSS_SELECTOR, "textarea[aria-label='Comment (optional)']"))).send_keys(f"q{number}")
+            wait.until(ready.element_to_be_clickable((By.XPATH, "//button[.//p[text()='Submit']]"))).click()
             wait.until(ready.presence_of_element_located((By.XPATH, "//*[contains(text(), 'Saved as')]")))
         assert not browser.find_elements(By.CSS_SELECTOR, f"img[src*='{pixel_port}']")
         browser.save_screenshot(str(screenshot))

@@ -107,6 +107,17 @@ def test_rollback_returns_to_the_previous_champion_and_is_logged(three, home, ca
     assert three.champion() == "v2"
     assert log(home)[-1] | {"time": None} == {"time": None, "action": "rollback", "version": "v2",
                                               "previous": "v3"}
+    # Rollbacks in a row go further back: v1, then the base model, then nothing earlier.
+    assert main(["models", "rollback"]) == 0 and three.champion() == "v1"
+    assert main(["models", "rollback"]) == 0 and three.champion() == "base"
+    assert main(["models", "rollback"]) == 1
+    assert "no earlier model" in capsys.readouterr().err
+
+
+def test_rollback_skips_pruned_versions(three, home):
+    assert main(["models", "use", "v3", "--force"]) == 0
+    assert main(["models", "prune", "--keep", "0"]) == 0  # v1 and v2 go, the champion v3 stays
+    assert main(["models", "rollback"]) == 0 and three.champion() == "base"
 
 
 def test_rollback_without_an_earlier_champion_is_one_clear_message(home, tiny_model, capsys):
@@ -132,7 +143,7 @@ def test_prune_keeps_the_champion_even_when_it_is_the_oldest(three, home, capsys
     assert "Nothing to remove" in capsys.readouterr().out
 
 
-def test_diff_shows_metrics_side_by_side_and_the_config_keys_that_differ(three, capsys):
+def test_diff_shows_metrics_side_by_side_and_the_config_keys_that_differ(three, home, capsys):
     assert main(["models", "diff", "v1", "v3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split() == ["metric", "v1", "v3", "change"]
@@ -141,6 +152,11 @@ def test_diff_shows_metrics_side_by_side_and_the_config_keys_that_differ(three, 
     assert lines[3] == "config: the same"
     assert main(["models", "diff", "v1", "v2"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == "config learning_rate: 0.0002 -> 0.0001"
+    # The base model's metrics are those of its last evaluation report.
+    (home / "reports" / "base").mkdir(parents=True)
+    (home / "reports" / "base" / "report.json").write_text(json.dumps({"metrics": {"answer_f1": 0.25}}))
+    assert main(["models", "diff", "base", "v1"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1].split() == ["answer_f1", "0.25", "0.5", "+0.25"]
 
 
 def test_show_explains_the_gate_and_json_is_the_manifest(three, home, capsys):
