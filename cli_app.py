@@ -21,6 +21,7 @@ Without a command, the menu. With one, the same actions for scripts:
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nstopped.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): nothing more to say, and no one to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush is quiet
+        return 1
     except Exception as error:  # a bug of ours: the whole story goes to the log, one line to the user
         log = settings.log_file if settings else Path("apprenti.log")
         print(f"error: {log_crash(log, 'cli', error)}", file=sys.stderr)

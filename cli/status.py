@@ -57,7 +57,7 @@ def status(settings: Settings, arguments) -> int:
               f"{training.get('perplexity_general_after', 0):.2f}"
               + ("" if settings.use_finetuned else " (not used: --base)"))
     else:
-        print("model in use:     the base model (no fine-tuned version promoted yet)")
+        print("model in use:     the base model" + ("" if settings.use_finetuned else " (--base)"))
     print(f"knowledge base:   {status['knowledge_base']['documents']} documents, "
           f"{status['knowledge_base']['chunks']} chunks")
     print(f"learning data:    {status['learning_data_entries']} entries")

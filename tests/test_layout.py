@@ -9,7 +9,9 @@ ENTRY_POINTS = {"cli_app", "rag_module", "knowledge_base", "fine_tune_model", "t
 
 def test_users_data_is_never_committed():
     for path in ["data/feedback.jsonl", "data/dataset_rlhf.jsonl", "learning_data.txt", "chroma_db_store/x",
-                 "tinyllama_finetuned/x", "models/SmolLM2-135M-Instruct/model.safetensors", "apprenti.log"]:
+                 "tinyllama_finetuned", "tinyllama_finetuned/x", ".tinyllama_finetuned.123.link",
+                 "models/versions/v20261127-101500/manifest.json", "models/SmolLM2-135M-Instruct/model.safetensors",
+                 "reports/base/report.json", "data/answers.jsonl", "apprenti.log"]:
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
 
 
