@@ -35,9 +35,9 @@ def evaluate_and_report(settings: Settings, qa: str | None, as_json: bool, versi
     from evaluation.evaluate import evaluate
     from evaluation.gate import reusable_report
     from evaluation.reports import write_report
-    from inference.versions import BASE, Versions
+    from inference.versions import Versions
     versions = Versions(settings)
-    champion = versions.champion() if settings.use_finetuned else BASE
+    champion = versions.in_use()
     version = version or champion
     progress = StageProgress()
     try:

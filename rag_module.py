@@ -57,10 +57,8 @@ class Assistant:
         return self._model
 
     def wanted_version(self) -> str:
-        from inference.versions import BASE, Versions
-        if self.source:
-            return self.source.version
-        return Versions(self.settings).champion() if self.settings.use_finetuned else BASE
+        from inference.versions import Versions
+        return self.source.version if self.source else Versions(self.settings).in_use()
 
     @property
     def knowledge_base(self):

@@ -44,8 +44,8 @@ def assistants(settings_json: str, champion: str) -> dict:
 
 
 def current_assistants(settings: Settings) -> dict:
-    champion = Versions(settings).champion() if settings.use_finetuned else BASE
-    return assistants(json.dumps(dataclasses.asdict(settings), default=str, sort_keys=True), champion)
+    return assistants(json.dumps(dataclasses.asdict(settings), default=str, sort_keys=True),
+                      Versions(settings).in_use())
 
 
 def candidates(settings: Settings, question: str) -> dict:

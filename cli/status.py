@@ -12,7 +12,7 @@ def status_line(settings: Settings) -> str:
     """Cheap enough for the menu's first screen: no model is loaded for it."""
     from inference.versions import BASE, Versions
     from training.learning_data import read_entries
-    champion = Versions(settings).champion() if settings.use_finetuned else BASE
+    champion = Versions(settings).in_use()
     model = settings.base_model + ("" if champion == BASE else f", version {champion}")
     try:
         entries = len(read_entries(settings.learning_data))

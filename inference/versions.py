@@ -103,6 +103,10 @@ class Versions:
             return BASE
         return version_id
 
+    def in_use(self) -> str:
+        """The version answers use: the champion, or the base model when the settings say so (--base)."""
+        return self.champion() if self.settings.use_finetuned else BASE
+
     def history(self) -> list[dict]:
         """The promotion log, oldest first; a line cut by a crash is left out, the others stand."""
         try:
@@ -246,7 +250,7 @@ def choose_chat_model(settings: Settings) -> ModelSource:
     """The champion; the base model with --base, or when the champion was trained from another base model."""
     versions = Versions(settings)
     try:
-        return versions.source(versions.champion() if settings.use_finetuned else BASE)
+        return versions.source(versions.in_use())
     except ApprentiError as error:
         notice(f"{error}: using the base model")
         return resolve_base_model(settings)
