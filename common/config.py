@@ -111,6 +111,11 @@ class Settings:
         return self.data_dir / "dataset_rlhf.jsonl"
 
     @property
+    def rlhf_test_split(self) -> Path:
+        """The held-out pairs that merge-feedback writes beside the preference dataset."""
+        return self.rlhf_dataset.with_name(f"{self.rlhf_dataset.stem}_test.jsonl")
+
+    @property
     def kto_dataset(self) -> Path:
         return self.data_dir / "dataset_kto.jsonl"
 

@@ -130,9 +130,8 @@ def preference_accuracy(settings: Settings, chat_model) -> float | None:
     """On the test split of the preference pairs: how often the model gives the chosen answer a higher
     log-probability than the rejected one (None without pairs)."""
     import json
-    test_split = settings.rlhf_dataset.with_name(f"{settings.rlhf_dataset.stem}_test.jsonl")
     try:
-        pairs = [json.loads(line) for line in test_split.read_text(encoding="utf-8").splitlines() if line.strip()]
+        pairs = [json.loads(line) for line in settings.rlhf_test_split.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, ValueError):
         return None
     pairs = [pair for pair in pairs if isinstance(pair, dict) and {"prompt", "chosen", "rejected"} <= set(pair)]
@@ -155,9 +154,8 @@ def answer_log_probability(chat_model, prompt: str, answer: str) -> float:
 def evaluation_inputs(settings: Settings, qa_path: Path) -> dict:
     """What a report's figures depend on besides the model: two reports on equal inputs compare fairly, and
     the champion's report is reused by the gate while they hold."""
-    test_pairs = settings.rlhf_dataset.with_name(f"{settings.rlhf_dataset.stem}_test.jsonl")
     return {"qa_sha256": file_hash(qa_path), "learning_sha256": file_hash(settings.learning_data),
-            "pairs_sha256": file_hash(test_pairs),
+            "pairs_sha256": file_hash(settings.rlhf_test_split),
             "settings": {name: str(getattr(settings, name)) for name in
                          ("base_model", "embedding_model", "top_k", "relevance_threshold", "max_new_tokens")}}
 

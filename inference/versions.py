@@ -21,13 +21,14 @@ from pathlib import Path
 from common.config import Settings
 from common.errors import ApprentiError
 from common.files import append_whole, file_lock, write_whole
+from common.jsonl import json_lines_of
 from common.messages import notice
 from inference.locate import ModelSource, resolve_base_model
 
 BASE = "base"
 MANIFEST = "manifest.json"
 LEGACY_RECORD = "apprenti_training.json"  # what tinyllama_finetuned/ held before versions
-VERDICTS = ("promoted", "refused", "forced", "base")
+VERDICTS = ("promoted", "refused", "forced", "base")  # what `models list --json` may say of a version
 
 
 @dataclass
@@ -109,17 +110,7 @@ class Versions:
 
     def history(self) -> list[dict]:
         """The promotion log, oldest first; a line cut by a crash is left out, the others stand."""
-        try:
-            lines = self.log.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        events = []
-        for line in lines:
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-        return events
+        return [line.record for line in json_lines_of(self.log) if line.record is not None]
 
     def previous_champion(self) -> str:
         """The champion before the current one, by the log of pointer changes read as a stack: each change
