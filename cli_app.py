@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 # Each module of cli/ registers its commands; the imports below are what fills the table.
-from cli import answers, dashboard, evaluation, feedback, knowledge, learning, models, status  # noqa: F401
+from cli import alignment, answers, dashboard, evaluation, feedback, knowledge, learning, models, status  # noqa: F401
 from cli.menu import run_menu
 from cli.registry import COMMANDS, add_commands
 from common.config import Settings

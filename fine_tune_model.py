@@ -25,31 +25,27 @@ from typing import Callable
 from common.config import Settings
 from common.errors import ApprentiError
 from training.core import Report, run_training_process, training_process_main
+from training.options import Options
 
 
 @dataclass
-class FineTuneConfig:
-    method: str = field(default="lora", metadata={"help": "lora (adapters, default) or full (every weight)"})
-    epochs: int = field(default=3, metadata={"help": "passes over the learning data"})
-    min_steps: int = field(default=40, metadata={"help": "small data is repeated up to this many steps"})
-    max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: no limit)"})
+class FineTuneConfig(Options):
+    method: str = field(default="lora", metadata={"help": "lora (adapters, default) or full (every weight)",
+                                                  "choices": ["lora", "full"]})
+    epochs: int = field(default=3, metadata={"help": "passes over the learning data", "least": 1})
+    min_steps: int = field(default=40, metadata={"help": "small data is repeated up to this many steps", "least": 0})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: no limit)", "least": 0})
     learning_rate: float = field(default=0.0, metadata={"help": "0: 3e-4 for lora, 3e-5 for full"})
-    batch_size: int = field(default=4, metadata={"help": "samples per step"})
+    batch_size: int = field(default=4, metadata={"help": "samples per step", "least": 1})
     block_size: int = field(default=256, metadata={"help": "tokens per sample; longer entries are split"})
-    lora_rank: int = field(default=16, metadata={"help": "rank of the LoRA adapters"})
+    lora_rank: int = field(default=16, metadata={"help": "rank of the LoRA adapters", "least": 1})
     seed: int = field(default=0, metadata={"help": "random seed, for runs that repeat"})
     force: bool = field(default=False, metadata={"help": "train even when the data and settings have not changed"})
 
     def __post_init__(self):
-        problems = []
+        problems = self.problems()
         if self.method not in {"lora", "full"}:
             problems.append(f"method={self.method!r}: use 'lora' or 'full'")
-        for name in ("epochs", "batch_size", "lora_rank"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)}: use 1 or more")
-        for name in ("min_steps", "max_steps"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name}={getattr(self, name)}: use 0 or more")
         if not 16 <= self.block_size <= 8192:
             problems.append(f"block_size={self.block_size}: use 16 to 8192 tokens")
         if self.learning_rate < 0:
@@ -64,55 +60,19 @@ class FineTuneConfig:
         steps = max(self.epochs * batches, self.min_steps)
         return min(steps, self.max_steps) if self.max_steps else steps
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """One flag per field, with its help: the CLI and this script take the same options."""
-        for f in dataclasses.fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            if f.type == "bool":
-                parser.add_argument(flag, action="store_true", help=f.metadata["help"])
-            else:
-                parser.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"],
-                                    **({"choices": ["lora", "full"]} if f.name == "method" else {}))
-
-    @classmethod
-    def from_arguments(cls, arguments: argparse.Namespace) -> "FineTuneConfig":
-        try:
-            return cls(**{f.name: getattr(arguments, f.name) for f in dataclasses.fields(cls)})
-        except ValueError as error:
-            raise ApprentiError(f"bad fine-tuning option: {error}") from None
-
-    def to_arguments(self) -> list[str]:
-        arguments = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            flag = "--" + f.name.replace("_", "-")
-            if isinstance(value, bool):
-                arguments += [flag] if value else []
-            else:
-                arguments += [flag, str(value)]
-        return arguments
-
-    def training_settings(self) -> dict:
-        """What decides the trained model: two runs with the same data and these give the same model."""
-        return {name: value for name, value in dataclasses.asdict(self).items() if name != "force"}
-
-
 
 def train(settings: Settings, config: FineTuneConfig, report: Report) -> dict | None:
     """Fine-tune, and make the result a version that the promotion gate judges; returns its manifest, or
     None when a version was already trained from this base model, data and configuration."""
     import gc
-    import shutil
     import torch
     from transformers import Trainer, TrainingArguments
     from evaluation.gate import publish_through_gate
     from inference.loading import quiet_transformers
     from inference.locate import resolve_base_model
-    from inference.versions import BASE, Versions
-    from training.core import (as_dataset, causal_lm_batches, general_text_blocks, load_for_training, perplexity,
-                               progress_callback, quiet, save_model, scratch_dir, token_blocks, trainer_arguments,
-                               with_lora)
+    from training.core import (already_trained, as_dataset, causal_lm_batches, general_text_blocks, load_for_training,
+                               perplexity, progress_callback, quiet, save_model, scratch_dir, staged_version,
+                               starting_point, token_blocks, trainer_arguments, with_lora)
     from training.learning_data import data_fingerprint, read_entries
 
     entries = read_entries(settings.learning_data)
@@ -121,18 +81,17 @@ def train(settings: Settings, config: FineTuneConfig, report: Report) -> dict | 
                             "(menu 3, or 'python cli_app.py learn TEXT')")
     base = resolve_base_model(settings)
     fingerprint = data_fingerprint(entries)
-    versions = Versions(settings)
+    parent, source = starting_point(settings)
     inputs = {"base_model": base.name, "method": "pretraining", "data_sha256": fingerprint,
               "config": config.training_settings()}
-    if not config.force and any({name: version.manifest.get(name) for name in inputs} == inputs
-                                for version in versions.all()[0]):
+    if not config.force and already_trained(settings, inputs):
         return None
 
     torch.manual_seed(config.seed)
     full = config.method == "full"
     started_at = datetime.now().isoformat(timespec="seconds")
     with quiet_transformers(), scratch_dir() as scratch:
-        model, tokenizer = load_for_training(base.path, full)
+        model, tokenizer = load_for_training(source, full)
         model = model if full else with_lora(model, config.lora_rank)
         samples = token_blocks(tokenizer, entries, config.block_size)
         texts = {"learning": samples, "general": general_text_blocks(tokenizer, config.block_size)}
@@ -147,7 +106,7 @@ def train(settings: Settings, config: FineTuneConfig, report: Report) -> dict | 
             return {name: perplexity(trainer.model, blocks, tokenizer.pad_token_id) for name, blocks in texts.items()}
 
         before = perplexities()
-        report({"event": "start", "model": base.name, "method": config.method, "entries": len(entries),
+        report({"event": "start", "model": source.name, "method": config.method, "entries": len(entries),
                 "samples": len(samples), "steps": steps, "device": str(trainer.args.device),
                 "dtype": "bfloat16" if arguments.bf16 else "float32", "perplexity_before": before["learning"],
                 "perplexity_general_before": before["general"]})
@@ -162,19 +121,16 @@ def train(settings: Settings, config: FineTuneConfig, report: Report) -> dict | 
                     "perplexity_general_before": before["general"], "perplexity_general_after": after["general"],
                     "seconds": round(seconds, 1), "tokens_per_second": trainer.state.num_input_tokens_seen / seconds,
                     "started": started_at, "finished": datetime.now().isoformat(timespec="seconds")}
-        version_id, partial = versions.staging()
-        try:
+        with staged_version(settings) as (version_id, partial):
             save_model(trainer.model, tokenizer, partial, whole_model=full)
             trainer = model = None
             gc.collect()  # the trained model goes before the gate loads the candidate and the champion
-            manifest = {**inputs, "parent": BASE, "weights": config.method, "seed": config.seed,
+            manifest = {**inputs, "parent": parent, "weights": config.method, "seed": config.seed,
                         "data": {"learning_data": {"file": settings.learning_data.name, "sha256": fingerprint,
                                                    "bytes": settings.learning_data.stat().st_size,
                                                    "entries": len(entries)}},
                         "training": training}
             return publish_through_gate(settings, version_id, partial, manifest, report)
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
 
 
 def run_fine_tuning(settings: Settings, config: FineTuneConfig, on_event: Callable[[dict], None]) -> dict | None:

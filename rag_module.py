@@ -149,5 +149,10 @@ class Assistant:
 def prompt_messages(question: str, sources: list[Passage], use_rag: bool) -> list[dict]:
     if not use_rag:
         return [{"role": "user", "content": question}]
-    passages = "\n\n".join(source.text for source in sources)
-    return [{"role": "user", "content": PROMPT.format(passages=passages, question=question)}]
+    return answer_messages(question, [source.text for source in sources])
+
+
+def answer_messages(question: str, passages: list[str]) -> list[dict]:
+    """The chat turn a question is asked in, with the passages it is answered from: training renders its
+    grounded examples with it, so that they are learned exactly as they are asked."""
+    return [{"role": "user", "content": PROMPT.format(passages="\n\n".join(passages), question=question)}]

@@ -1,6 +1,7 @@
 """The menu: the prototype's five entries (5 is still Quit), and the later ones after it."""
 from __future__ import annotations
 
+from cli.alignment import menu_learn_from_feedback
 from cli.answers import menu_ask
 from cli.dashboard import menu_dashboard
 from cli.feedback import menu_ui
@@ -13,7 +14,7 @@ from common.errors import ApprentiError
 
 QUIT = "5"
 MENU_ACTIONS = {"1": menu_ask, "2": menu_add, "3": menu_learn, "4": menu_finetune, "6": menu_ingest, "7": menu_ui,
-                "8": menu_dashboard}
+                "8": menu_dashboard, "9": menu_learn_from_feedback}
 
 
 def run_menu(settings: Settings, arguments=None) -> int:

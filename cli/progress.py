@@ -13,12 +13,19 @@ class TrainingProgress:
     def __call__(self, event: dict) -> None:
         from tqdm import tqdm
         if event["event"] == "start":
-            print(f"Fine-tuning {event['model']} ({event['method']}, {event['dtype']} on {event['device']}) "
-                  f"on {event['entries']} entries: {event['steps']} steps.", flush=True)
+            self.close()
+            print(f"Training {event['model']} ({event['method']}, {event['dtype']} on {event['device']}) "
+                  f"on {event['entries']} {event.get('what', 'entries')}: {event['steps']} steps.", flush=True)
             self.bar = tqdm(total=event["steps"], unit="step", dynamic_ncols=True)
         elif event["event"] == "step" and self.bar is not None:
             self.bar.update(event["step"] - self.bar.n)
-            self.bar.set_postfix(loss=f"{event['loss']:.3f}", tok_s=f"{event['tokens_per_second']:.0f}")
+            figures = {"loss": f"{event['loss']:.3f}"}
+            figures.update({"reward": f"{event['reward']:.3f}"} if "reward" in event else
+                           {"tok_s": f"{event['tokens_per_second']:.0f}"})
+            self.bar.set_postfix(**figures)
+        elif event["event"] in ("notice", "stage"):
+            self.close()
+            print(event.get("message") or f"{event['stage'][:1].upper()}{event['stage'][1:]}...", flush=True)
         elif event["event"] == "evaluate":
             if self.bar is not None:
                 self.bar.close()
@@ -28,7 +35,9 @@ class TrainingProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
         self.evaluation.close()
+        self.evaluation.bars.clear()
 
 
 class StageProgress:

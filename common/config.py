@@ -98,6 +98,19 @@ class Settings:
         return self.home / "models"
 
     @property
+    def reward_models_dir(self) -> Path:
+        """The reward models' versions and the link to the one in use (the pipeline sketch's reward_model/)."""
+        return self.models_dir / "reward_model"
+
+    @property
+    def sft_train(self) -> Path:
+        return self.data_dir / "train.jsonl"
+
+    @property
+    def sft_test(self) -> Path:
+        return self.data_dir / "test.jsonl"
+
+    @property
     def data_dir(self) -> Path:
         """Feedback and the datasets made from it (the pipeline sketch's data/)."""
         return self.home / "data"

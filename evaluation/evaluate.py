@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from common.config import Settings
+from common.errors import ApprentiError
 from evaluation import metrics
 from evaluation.qa_set import SHIPPED_QA, Question, read_qa_set
 
@@ -128,21 +129,22 @@ def fact_recalled(chat_model, entry: str) -> bool:
 
 def preference_accuracy(settings: Settings, chat_model) -> float | None:
     """On the test split of the preference pairs: how often the model gives the chosen answer a higher
-    log-probability than the rejected one (None without pairs)."""
-    import json
-    try:
-        pairs = [json.loads(line) for line in settings.rlhf_test_split.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError):
+    log-probability than the rejected one, the prompt rendered as DPO learns it (None without pairs)."""
+    from training.examples import preference_pair, read_examples
+    if not settings.rlhf_test_split.is_file():
         return None
-    pairs = [pair for pair in pairs if isinstance(pair, dict) and {"prompt", "chosen", "rejected"} <= set(pair)]
-    return mean(answer_log_probability(chat_model, pair["prompt"], pair["chosen"])
-                > answer_log_probability(chat_model, pair["prompt"], pair["rejected"]) for pair in pairs)
+    try:
+        pairs = read_examples(settings.rlhf_test_split, preference_pair, "preference pairs").rows
+    except ApprentiError:
+        return None
+    return mean(answer_log_probability(chat_model, pair["prompt"], pair["chosen"][0]["content"])
+                > answer_log_probability(chat_model, pair["prompt"], pair["rejected"][0]["content"]) for pair in pairs)
 
 
-def answer_log_probability(chat_model, prompt: str, answer: str) -> float:
-    """log P(answer | the prompt as a user turn), summed over the answer's tokens."""
+def answer_log_probability(chat_model, prompt: list[dict], answer: str) -> float:
+    """log P(answer | the prompt's chat turns), summed over the answer's tokens."""
     import torch
-    prompt_ids = chat_model.chat_ids([{"role": "user", "content": prompt}])
+    prompt_ids = chat_model.chat_ids(prompt)
     answer_ids = chat_model.text_ids(answer) + [chat_model.tokenizer.eos_token_id]
     input_ids = torch.tensor([(prompt_ids + answer_ids)[-chat_model.context_window:]], device=chat_model.model.device)
     with torch.inference_mode():

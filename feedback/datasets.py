@@ -13,6 +13,13 @@ from feedback.records import Feedback, read
 TEST_SHARE = 10  # percent of prompts (by hash) that go to the test split
 
 
+def prompt_fields(entry: Feedback) -> dict:
+    """The sketch's prompt, and the question and passages apart, which training renders in the assistant's
+    own answer prompt (rag_module.answer_messages)."""
+    return {"prompt": prompt_of(entry), "question": entry.question,
+            "passages": [passage["text"] for passage in entry.context]}
+
+
 def prompt_of(entry: Feedback) -> str:
     """The question followed by the passages it was answered from, as in the pipeline sketch."""
     if not entry.context:
@@ -40,22 +47,22 @@ def merge(feedback_path: Path, output: Path, kto_output: Path) -> MergeReport:
     pairs: dict[tuple, dict] = {}  # (prompt, chosen, rejected) -> pair: duplicates merge
     kto: dict[tuple, dict] = {}
 
-    def add_pair(entries: list[Feedback], prompt: str, chosen: str, rejected: str) -> None:
+    def add_pair(entries: list[Feedback], prompt: dict, chosen: str, rejected: str) -> None:
         if chosen.strip() != rejected.strip():
             comment = " / ".join(entry.comment for entry in entries if entry.comment.strip())
-            pairs.setdefault((prompt, chosen, rejected), {
-                "prompt": prompt, "chosen": chosen, "rejected": rejected, "annotator_comment": comment,
-                "timestamp": max(entry.timestamp for entry in entries)})
+            pairs.setdefault((prompt["prompt"], chosen, rejected), {
+                "prompt": prompt["prompt"], "chosen": chosen, "rejected": rejected, "annotator_comment": comment,
+                "timestamp": max(entry.timestamp for entry in entries), **prompt})
 
-    def add_kto(prompt: str, completion: str, label: bool) -> None:
-        kto.setdefault((prompt, completion), {"prompt": prompt, "completion": completion, "label": label})
+    def add_kto(prompt: dict, completion: str, label: bool) -> None:
+        kto.setdefault((prompt["prompt"], completion), {**prompt, "completion": completion, "label": label})
 
     def skip(reason: str, count: int = 1) -> None:
         report.skipped[reason] = report.skipped.get(reason, 0) + count
 
     ratings: dict[str, list[Feedback]] = {}  # question -> its good/bad ratings, to pair across entries
     for entry in entries:
-        prompt, texts = prompt_of(entry), [answer["text"] for answer in entry.answers]
+        prompt, texts = prompt_fields(entry), [answer["text"] for answer in entry.answers]
         correction = entry.correction.strip() and entry.correction
         if correction:
             add_kto(prompt, correction, True)
@@ -83,7 +90,8 @@ def merge(feedback_path: Path, output: Path, kto_output: Path) -> MergeReport:
         bad = [entry for entry in group if entry.choice == "bad"]
         for loser in bad:
             for winner in good:  # the good answer's prompt: it holds the passages that answer came from
-                add_pair([winner, loser], prompt_of(winner), winner.answers[0]["text"], loser.answers[0]["text"])
+                add_pair([winner, loser], prompt_fields(winner), winner.answers[0]["text"],
+                         loser.answers[0]["text"])
         if not (good and bad):
             unpaired = [entry for entry in group if not entry.correction.strip()]
             if unpaired:

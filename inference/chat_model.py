@@ -15,7 +15,7 @@ class ChatModel:
         started = time.perf_counter()
         self.name = source.name
         self.version = source.version
-        self.model, self.tokenizer = load_causal_lm(source.path, adapter=source.adapter)
+        self.model, self.tokenizer = load_causal_lm(source.path, adapters=source.adapters)
         self.load_seconds = time.perf_counter() - started
 
     @property

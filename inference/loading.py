@@ -40,20 +40,35 @@ def quiet_transformers():
         logging.enable_progress_bar()
 
 
-def load_causal_lm(path: Path, device: str | None = None, dtype=None, adapter: Path | None = None):
+def load_causal_lm(path: Path, device: str | None = None, dtype=None, adapters: tuple[Path, ...] = (),
+                   merge_all: bool = False):
+    """The model at `path` with its LoRA `adapters`. The last adapter stays apart from the base weights, in
+    fp32 (merged into bf16 weights, its small updates would round away), unless `merge_all`; the earlier
+    ones are merged into the weights, which are then kept in fp32 for the same reason."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if device is None:
         device, dtype = device_and_dtype()
+    if len(adapters) > 1 or (adapters and merge_all):
+        dtype = torch.float32
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
-            if adapter is not None:
-                from peft import PeftModel
-                # Kept apart from the base weights, in fp32: merged into bf16 they would round away.
-                model = PeftModel.from_pretrained(model, adapter, autocast_adapter_dtype=True)
+            model = with_adapters(model, adapters, merge_all)
     except (OSError, ValueError) as error:
-        raise ApprentiError(f"cannot load the model in {adapter or path}: {error}") from None
+        raise ApprentiError(f"cannot load the model in {adapters[-1] if adapters else path}: {error}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def with_adapters(model, adapters: tuple[Path, ...], merge_all: bool = False):
+    """`model` with each LoRA adapter applied in turn: merged into its weights, but for the last one unless
+    `merge_all` (peft's autocast_adapter_dtype keeps that one in fp32)."""
+    from peft import PeftModel
+    for number, adapter in enumerate(adapters, 1):
+        model = PeftModel.from_pretrained(model, adapter, autocast_adapter_dtype=True)
+        if merge_all or number < len(adapters):
+            model = model.merge_and_unload()
+    return model

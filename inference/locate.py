@@ -29,7 +29,9 @@ MODEL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "1_Pool
 class ModelSource:
     name: str  # what the status line, the answers and the training record call it
     path: Path
-    adapter: Path | None = None  # LoRA adapters to apply on top of the model at `path`
+    # LoRA adapters applied in order on top of the model at `path`: a version trained from a LoRA champion
+    # adds its own adapter to its parent's
+    adapters: tuple[Path, ...] = ()
     version: str = "base"  # the model version (inference/versions.py) it is
 
 

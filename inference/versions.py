@@ -48,11 +48,17 @@ class Version:
 
 
 class Versions:
-    def __init__(self, settings: Settings):
+    """The versions of a family of models: "chat" (the models answers come from) or "reward" (the reward
+    models of models/reward_model/, which score answers for the online learning methods)."""
+
+    def __init__(self, settings: Settings, family: str = "chat"):
         self.settings = settings
-        self.root = settings.models_dir / "versions"
-        self.pointer = settings.finetuned_dir
-        self.log = settings.models_dir / "promotions.jsonl"
+        if family == "chat":
+            self.root, self.pointer = settings.models_dir / "versions", settings.finetuned_dir
+            self.log = settings.models_dir / "promotions.jsonl"
+        else:
+            folder = settings.reward_models_dir
+            self.root, self.pointer, self.log = folder / "versions", folder / "current", folder / "promotions.jsonl"
 
     def lock(self):
         return file_lock(self.settings.models_dir / "versions.lock")
@@ -137,15 +143,30 @@ class Versions:
         return self.source_of(version_id, version.folder, version.manifest)
 
     def source_of(self, version_id: str, folder: Path, manifest: dict) -> ModelSource:
-        """The same for a version still being written (the gate evaluates it before publishing it)."""
+        """The same for a version still being written (the gate evaluates it before publishing it). A LoRA
+        version's adapters apply on its parent: its own adapter comes after the parent's."""
         base = resolve_base_model(self.settings)
         if manifest.get("base_model") != base.name:
             raise ApprentiError(f"version '{version_id}' was trained from {manifest.get('base_model')}, "
                                 f"not {base.name}")
         name = f"{base.name}, version {version_id}"
-        if manifest.get("weights") == "lora":
-            return ModelSource(name, base.path, adapter=folder, version=version_id)
-        return ModelSource(name, folder, version=version_id)
+        if manifest.get("weights") != "lora":
+            return ModelSource(name, folder, version=version_id)
+        parent = manifest.get("parent") or BASE
+        try:
+            below = base if parent == BASE else self.source(parent)
+        except ApprentiError as error:
+            raise ApprentiError(f"version '{version_id}' builds on version '{parent}': {error}") from None
+        return ModelSource(name, below.path, adapters=(*below.adapters, folder), version=version_id)
+
+    def ancestors(self, version_id: str) -> list[str]:
+        """The versions `version_id` was trained from, nearest first (the base model left out)."""
+        chain = []
+        while version_id != BASE and (self.root / version_id / MANIFEST).is_file():
+            version_id = self.get(version_id).manifest.get("parent") or BASE
+            if version_id != BASE:
+                chain.append(version_id)
+        return chain
 
     # ------------------------------------------------------------ writing
 
@@ -202,12 +223,16 @@ class Versions:
         append_whole(self.log, (json.dumps(line) + "\n").encode(), own_line=True)
 
     def prune(self, keep: int) -> list[str]:
-        """Remove all but the `keep` newest versions; never the champion, whatever its age."""
+        """Remove all but the `keep` newest versions; never the champion, whatever its age, nor a version
+        that a kept one was trained from (its adapters apply on top of that version's)."""
         self.adopt_legacy_model()  # before taking the lock, which adopting takes too
         with self.lock():
             champion = self.champion()
             versions, _ = self.all()
-            removable = [version for version in versions[1:] if version.id != champion][::-1][keep:]
+            newest_first = [version for version in versions[1:] if version.id != champion][::-1]
+            kept = {version.id for version in newest_first[:keep]} | {champion}
+            needed = kept | {ancestor for version_id in kept for ancestor in self.ancestors(version_id)}
+            removable = [version for version in newest_first[keep:] if version.id not in needed]
             for version in removable:
                 shutil.rmtree(version.folder)
                 self.record("pruned", version.id)

@@ -109,7 +109,7 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
     menu = pexpect.spawn(sys.executable, [str(ROOT / "cli_app.py")], cwd=str(ROOT), env=dict(os.environ),
                          encoding="utf-8", timeout=240)
     try:
-        menu.expect_exact("Your choice (1-8): ")
+        menu.expect_exact("Your choice (1-9): ")
         menu.sendline("2")
         menu.expect_exact("Text (finish with an empty line):")
         menu.sendline("The Apprenti project's mascot is a blue heron called Pim.")
@@ -118,13 +118,13 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
         menu.sendline("mascot")
         menu.expect_exact("Added 'mascot' to the knowledge base (1 chunk(s)).")
 
-        menu.expect_exact("Your choice (1-8): ")
+        menu.expect_exact("Your choice (1-9): ")
         menu.sendline("6")
         menu.expect_exact("File or folder: ")
         menu.sendline(str(notes))
         menu.expect_exact("Documents: 1 added, 0 updated, 0 unchanged, 0 removed (1 chunks written).")
 
-        menu.expect_exact("Your choice (1-8): ")
+        menu.expect_exact("Your choice (1-9): ")
         menu.sendline("1")
         menu.expect_exact("Question: ")
         menu.sendline("What is the mascot of the Apprenti project?")
@@ -135,7 +135,7 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
         menu.sendline("Pim, a blue heron.")
         menu.expect_exact("Thank you: your feedback is saved.")
 
-        menu.expect_exact("Your choice (1-8): ")
+        menu.expect_exact("Your choice (1-9): ")
         menu.sendline("1")
         menu.expect_exact("Question: ")
         menu.sendline("Who won the football World Cup in 1998?")
@@ -143,27 +143,27 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
         menu.expect_exact("Rate this answer: g = good, b = bad, Enter = skip: ")
         menu.sendline("")  # skipping is one key
 
-        menu.expect_exact("Your choice (1-8): ")
+        menu.expect_exact("Your choice (1-9): ")
         menu.sendline("3")
         menu.expect_exact("Text (finish with an empty line):")
         menu.sendline(FACT)
         menu.sendline("")
         menu.expect_exact("Saved in learning_data.txt (1 entries).")
 
-        menu.expect_exact("Your choice (1-8): ")
+        menu.expect_exact("Your choice (1-9): ")
         menu.sendline("4")
-        menu.expect(r"Fine-tuning SmolLM2-135M-Instruct \(bundled\) \(lora, \w+ on cpu\) on 1 entries: 40 steps")
+        menu.expect(r"Training SmolLM2-135M-Instruct \(bundled\) \(lora, \w+ on cpu\) on 1 entries: 40 steps")
         menu.expect(r"\d+/40 \[")  # the progress bar
         menu.expect(r"Version v\d{8}-\d{6}\S* is now the model in use")
 
-        menu.expect_exact("Your choice (1-8): ")
+        menu.expect_exact("Your choice (1-9): ")
         menu.sendline("1")
         menu.expect_exact("Question: ")
         menu.sendline("What is the mascot of the Apprenti project?")
         menu.sendcontrol("c")  # Ctrl-C in the middle of an answer: back to the menu
         menu.expect_exact("Stopped: back to the menu.")
 
-        menu.expect_exact("Your choice (1-8): ")
+        menu.expect_exact("Your choice (1-9): ")
         menu.sendline("5")
         menu.expect_exact("Goodbye.")
         menu.expect(pexpect.EOF)

@@ -86,7 +86,9 @@ def test_merge_builds_pairs_with_the_sketch_fields_and_kto_rows(tmp_path):
     report = merge(path, tmp_path / "dataset_rlhf.jsonl", tmp_path / "dataset_kto.jsonl")
 
     pairs = read_jsonl(tmp_path / "dataset_rlhf.jsonl")
-    assert all(list(pair) == ["prompt", "chosen", "rejected", "annotator_comment", "timestamp"] for pair in pairs)
+    assert all(list(pair) == ["prompt", "chosen", "rejected", "annotator_comment", "timestamp", "question", "passages"]
+               for pair in pairs)
+    assert next(p for p in pairs if p["chosen"].startswith("La montée"))["passages"] == [context[0]["text"]]
     assert {(p["prompt"], p["chosen"], p["rejected"]) for p in pairs} == {
         (question + "\n\nContext:\n" + context[0]["text"], "La montée des tensions régionales en Asie.",
          "Les risques ne sont pas précisés."),
@@ -100,9 +102,11 @@ def test_merge_builds_pairs_with_the_sketch_fields_and_kto_rows(tmp_path):
     assert report.skipped == {"both answers bad, no correction": 1,
                               "a rating with no opposite rating of the same question (kept in the KTO form)": 1}
     kto = read_jsonl(tmp_path / "dataset_kto.jsonl")
-    assert all(list(row) == ["prompt", "completion", "label"] for row in kto)
-    assert {"prompt": "Who wrote Hamlet?", "completion": "Shakespeare", "label": True} in kto
-    assert {"prompt": "Capital of France?", "completion": "Lyon.", "label": False} in kto
+    assert all(list(row) == ["prompt", "question", "passages", "completion", "label"] for row in kto)
+    assert {"prompt": "Who wrote Hamlet?", "question": "Who wrote Hamlet?", "passages": [],
+            "completion": "Shakespeare", "label": True} in kto
+    assert {"prompt": "Capital of France?", "question": "Capital of France?", "passages": [], "completion": "Lyon.",
+            "label": False} in kto
     split = read_jsonl(tmp_path / "dataset_rlhf_train.jsonl") + read_jsonl(tmp_path / "dataset_rlhf_test.jsonl")
     assert sorted(map(json.dumps, split)) == sorted(map(json.dumps, pairs))
     assert all(split_of(p["prompt"]) == "test" for p in read_jsonl(tmp_path / "dataset_rlhf_test.jsonl"))

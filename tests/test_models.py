@@ -68,15 +68,15 @@ def test_the_champion_is_used_only_when_trained_from_the_base_in_use(tiny_model,
     settings = Settings.load()
     version_id = _make_version(settings, str(tiny_model))
     chosen = choose_chat_model(settings)
-    assert chosen.adapter == Versions(settings).root / version_id and chosen.path == tiny_model
+    assert chosen.adapters == (Versions(settings).root / version_id,) and chosen.path == tiny_model
     assert chosen.version == version_id and f"version {version_id}" in chosen.name
-    assert choose_chat_model(Settings.load(use_finetuned=False)).adapter is None
+    assert choose_chat_model(Settings.load(use_finetuned=False)).adapters == ()
 
 
 def test_a_champion_of_another_base_is_ignored_with_a_notice(tiny_model, capsys):
     settings = Settings.load()
     _make_version(settings, "some/other-model")
-    assert choose_chat_model(settings).adapter is None
+    assert choose_chat_model(settings).adapters == ()
     assert "trained from some/other-model" in capsys.readouterr().err
 
 

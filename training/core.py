@@ -30,20 +30,61 @@ from common.files import file_lock
 STOP_REQUESTS: list[int] = []  # the signals (SIGINT, SIGTERM) that asked this training process to stop
 GENERAL_TEXT = Path(__file__).with_name("general_text.txt")  # see the README for its source and licence
 EVALUATION_SAMPLES = 64  # blocks of each text that perplexity is measured on
+LOSS_NAMES = ("loss", "loss/policy_avg")  # what the trainers log their loss as (trl's PPO: the second)
+REWARD_NAMES = ("reward", "objective/scores")  # the mean reward of the online methods' sampled answers
 Report = Callable[[dict], None]
 
 
 # ---------------------------------------------------------------- the model and its data
 
-def load_for_training(path: Path, full: bool):
-    """The model to train and its tokenizer. Trained weights stay in fp32 (bf16 steps would round small
-    updates away); the frozen base under LoRA is kept in bf16 where the CPU computes it natively, which
-    halves its memory, and the trainer's autocast computes in bf16 there."""
+def load_for_training(source, full: bool, quantized: bool = False):
+    """The model to train from `source` (inference.locate.ModelSource) and its tokenizer. Trained weights stay
+    in fp32 (bf16 steps would round small updates away); the frozen base under LoRA is kept in bf16 where the
+    CPU computes it natively, which halves its memory, and the trainer's autocast computes in bf16 there. A
+    source with adapters (a LoRA champion) has them merged in fp32, so that a new adapter learns on top of
+    what they taught."""
     import torch
     from inference.loading import device_and_dtype, load_causal_lm
+    if quantized:
+        return load_quantized(source)
     device, dtype = device_and_dtype()
-    model, tokenizer = load_causal_lm(path, device, torch.float32 if full else dtype)
+    model, tokenizer = load_causal_lm(source.path, device, torch.float32 if full else dtype, source.adapters,
+                                      merge_all=True)
     return model.train(), tokenizer
+
+
+def load_quantized(source):
+    """QLoRA's frozen base: 4-bit NF4 weights by bitsandbytes, which computes on CUDA GPUs only."""
+    import torch
+    if not torch.cuda.is_available():
+        raise ApprentiError("QLoRA keeps the base model in 4 bits with bitsandbytes, which computes on CUDA GPUs "
+                            "only, and this machine has none: leave out --qlora (LoRA trains the same adapters on a "
+                            "16-bit base)")
+    if source.adapters:
+        raise ApprentiError("QLoRA starts from whole weights, and the model in use is LoRA adapters, which 4-bit "
+                            "weights cannot take merged: leave out --qlora")
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+        from peft import prepare_model_for_kbit_training
+        four_bits = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                       bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(source.path, quantization_config=four_bits,
+                                                     use_safetensors=True)
+    except ImportError as error:
+        raise ApprentiError(f"QLoRA needs bitsandbytes ({error}): pip install bitsandbytes") from None
+    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), tokenizer
+
+
+def starting_point(settings: Settings):
+    """What a training run starts from: the champion (its id, and the ModelSource that loads it), so that
+    what earlier runs taught stays."""
+    from inference.versions import Versions
+    versions = Versions(settings)
+    champion = versions.champion()
+    return champion, versions.source(champion)
 
 
 def lora_config(rank: int, **options):
@@ -155,12 +196,15 @@ def progress_callback(report: Report):
             raise_if_stopped()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
+            loss = next((logs[name] for name in LOSS_NAMES if name in (logs or {})), None)
+            if loss is None:
                 return
             elapsed = time.perf_counter() - self.started
-            step, steps = state.global_step, state.max_steps
-            report({"event": "step", "step": step, "steps": steps, "loss": float(logs["loss"]), "elapsed": elapsed,
-                    "eta": elapsed / step * (steps - step), "tokens_per_second": state.num_input_tokens_seen / elapsed})
+            step, steps = max(state.global_step, 1), state.max_steps
+            reward = next((float(logs[name]) for name in REWARD_NAMES if name in logs), None)
+            report({"event": "step", "step": step, "steps": steps, "loss": float(loss), "elapsed": elapsed,
+                    "eta": elapsed / step * (steps - step), "tokens_per_second": state.num_input_tokens_seen / elapsed,
+                    **({"reward": reward} if reward is not None else {})})
 
     return ProgressEvents()
 
@@ -190,6 +234,31 @@ def save_model(model, tokenizer, folder: Path, whole_model: bool) -> None:
     except OSError as error:
         raise ApprentiError(f"cannot save the model in {folder.parent}: {error.strerror}; "
                             "the model in use is kept") from None
+
+
+@contextmanager
+def staged_version(settings: Settings, family: str = "chat"):
+    """A new version's id and the hidden folder to write it in (inference/versions.py): gone after the
+    block, whether it was published (renamed away) or not."""
+    import shutil
+    from inference.versions import Versions
+    version_id, partial = Versions(settings, family).staging()
+    try:
+        yield version_id, partial
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def already_trained(settings: Settings, inputs: dict, family: str = "chat") -> bool:
+    """Whether these inputs (base model, method, data, settings) were learned already: by the model in use or
+    a version it builds on, or by a run from it that the gate refused. Then a new run would add nothing."""
+    from inference.versions import Versions
+    versions = Versions(settings, family)
+    champion = versions.champion()
+    lineage = {champion, *versions.ancestors(champion)}
+    return any({name: version.manifest.get(name) for name in inputs} == inputs
+               and (version.id in lineage or version.manifest.get("parent") == champion)
+               for version in versions.all()[0])
 
 
 # ---------------------------------------------------------------- the subprocess
@@ -277,5 +346,5 @@ def run_training_process(command: list[str], settings: Settings, on_event: Repor
     if outcome["event"] == "error":
         if process.returncode < 0:
             outcome["message"] = f"the training process was killed (signal {-process.returncode})"
-        raise ApprentiError(f"fine-tuning failed: {outcome['message']}; the previous model is kept")
+        raise ApprentiError(f"training failed: {outcome['message']}; the model in use is kept")
     return outcome.get("record")

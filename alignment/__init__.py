@@ -1,0 +1,1 @@
+"""Learning from instructions and preferences: SFT, the reward model, DPO/KTO and PPO/RLOO/GRPO."""
