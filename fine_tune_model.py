@@ -14,7 +14,6 @@ the champion (tinyllama_finetuned/, the model in use) only if it does not regres
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field

@@ -38,6 +38,10 @@ def report_version(manifest: dict | None, texts: dict) -> None:
     if "reward_first_quarter" in training:
         print(f"Mean reward of the sampled answers: {training['reward_first_quarter']:.3f} (first quarter of the "
               f"steps) -> {training['reward_last_quarter']:.3f} (last quarter).")
+    findings = manifest.get("gate", {}).get("findings", [])
+    if findings:
+        print("Measured by the gate (in use -> new): " + ", ".join(
+            f"{finding['metric']} {finding['champion']:.4g} -> {finding['candidate']:.4g}" for finding in findings))
     report_verdict(manifest, texts)
 
 

@@ -1,6 +1,6 @@
 """Instruction tuning, the reward model, DPO/KTO and the online methods on tiny models: the data each reads
 (its forms, its bad rows), the versions they make (from the champion, with replay), and their messages. What
-the methods teach the real model is measured by bench/alignment.py."""
+the methods teach the real model is measured by bench/learning.py."""
 import json
 import signal
 import subprocess
@@ -191,7 +191,7 @@ def test_the_reward_model_is_versioned_and_scores_answers(feedback_data):
 
 def test_sft_and_dpo_candidates_go_through_the_gate(feedback_data, home, monkeypatch):
     """The gate judges these methods' candidates as it judges continued pretraining (test_gate.py): here with
-    a threshold no model meets, so each is refused, kept, and not used. bench/alignment.py shows the gate
+    a threshold no model meets, so each is refused, kept, and not used. bench/learning.py shows the gate
     refusing real SFT and DPO runs that forget, on the bundled model."""
     monkeypatch.setenv("APPRENTI_GATE", "true")
     monkeypatch.setenv("APPRENTI_MAX_NEW_TOKENS", "8")

@@ -70,10 +70,10 @@ def test_ask_prints_the_streamed_answer_then_its_sources(tiny_model, capsys):
 
 
 def test_the_menu_from_a_pipe_adds_learns_and_exits_at_end_of_input(tiny_model):
-    result = run_cli(input="9\n\n2\nParis is the capital of France.\n\nparis\n3\nline one\nline two\n\n")
+    result = run_cli(input="10\n\n2\nParis is the capital of France.\n\nparis\n3\nline one\nline two\n\n")
     assert result.returncode == 0, result.stderr
     assert "1. Ask a question" in result.stdout and "5. Quit" in result.stdout
-    assert result.stdout.count("Please type a number from 1 to 8.") == 2
+    assert result.stdout.count("Please type a number from 1 to 9.") == 2
     assert "Added 'paris' to the knowledge base (1 chunk(s))." in result.stdout
     assert "Saved in learning_data.txt (1 entries)." in result.stdout
     assert "Traceback" not in result.stderr

@@ -50,6 +50,7 @@ def load_for_training(source, full: bool, quantized: bool = False):
     device, dtype = device_and_dtype()
     model, tokenizer = load_causal_lm(source.path, device, torch.float32 if full else dtype, source.adapters,
                                       merge_all=True)
+    model.requires_grad_(True)  # merged adapters leave the weights frozen; LoRA freezes them again itself
     return model.train(), tokenizer
 
 
