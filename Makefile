@@ -22,6 +22,7 @@ bench: $(VENV)/.app-installed
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/retrieval.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/scale.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/gate.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/learning.py
 
 $(VENV)/.app-installed: requirements.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)

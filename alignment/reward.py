@@ -15,7 +15,7 @@ from common.config import Settings
 from common.errors import ApprentiError
 from training.core import Report
 
-MIN_PAIRS = 8  # below this, bench/learning.py's reward model ranked unseen pairs no better than chance
+MIN_PAIRS = 4  # the fewest from which bench/learning.py's reward model ranked unseen pairs of a taste right
 NOISE = 0.05  # a new reward model may rank held-out pairs this much worse than the one in use and still replace it
 
 

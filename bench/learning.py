@@ -170,16 +170,21 @@ def part_taste(scratch: Path, train: list[dict], test: list[dict]) -> None:
                      "training"] else ""), flush=True)
 
 
-def part_minimum(scratch: Path, train: list[dict], test: list[dict]) -> None:
+def part_minimum(scratch: Path, train: list[dict], test: list[dict], counts: list[int]) -> None:
     import alignment.reward as reward
     from alignment.methods import LearnConfig
+    from common.errors import ApprentiError
     from training.examples import preference_pair
     reward.MIN_PAIRS = 1  # measured here, so not enforced
     unseen = [preference_pair(row) for row in pair_rows(test)]
-    for count in (4, 8, 16, 32, 64):
+    for count in counts:
         settings = fresh_home(scratch, f"minimum-{count}")
         write_jsonl(settings.rlhf_dataset, pair_rows(train[:count]))
-        manifest = reward.train_reward(settings, LearnConfig(min_steps=24, batch_size=4), lambda event: None)
+        try:
+            manifest = reward.train_reward(settings, LearnConfig(min_steps=16, batch_size=4), lambda event: None)
+        except ApprentiError as error:
+            print(f"minimum: {count} pairs: {error}", flush=True)
+            continue
         model, tokenizer = reward.load_reward_model(settings)
         print(f"minimum: reward model on {manifest['data']['train_pairs']} pairs ({manifest['training']['steps']} "
               f"steps): ranks {reward.pairwise_accuracy(model, tokenizer, unseen):.2f} of {len(unseen)} unseen "
@@ -232,7 +237,7 @@ def part_cost(scratch: Path, train: list[dict], skip_tinyllama: bool) -> None:
             if method == "kto":
                 write_jsonl(settings.kto_dataset, [{"prompt": row["question"], "completion": row["answer"],
                                                     "label": bool(n % 2)} for n, row in enumerate(train[:16])])
-            figures = one_cost(model, method, 4, home)
+            figures = one_cost(model, method, 3 if label.startswith("SmolLM2") else 2, home)
             print(f"cost: {label}, {method}: " + (f"{figures['seconds_per_step']:.2f} s/step, peak "
                                                     f"{figures['peak_gib']:.2f} GiB" if "error" not in figures
                                                     else f"failed: {figures['error']}"), flush=True)
@@ -242,6 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="sft,taste,minimum,forget,cost")
     parser.add_argument("--skip-tinyllama", action="store_true")
+    parser.add_argument("--pair-counts", default="1,2,4,8,16,32", help="minimum: pairs to train reward models on")
     arguments = parser.parse_args()
     parts = arguments.parts.split(",")
     train, test = faq_sets()
@@ -253,7 +259,7 @@ def main() -> None:
         if "taste" in parts:
             part_taste(scratch, train, test)
         if "minimum" in parts:
-            part_minimum(scratch, train, test)
+            part_minimum(scratch, train, test, [int(count) for count in arguments.pair_counts.split(",")])
         if "forget" in parts:
             part_forget(scratch, train)
         if "cost" in parts:

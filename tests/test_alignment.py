@@ -148,11 +148,11 @@ def test_a_version_built_on_another_answers_with_both_adapters(feedback_data):
 def test_too_little_data_and_a_missing_reward_model_are_one_message_each(feedback_data):
     settings = feedback_data
     write_jsonl(settings.rlhf_dataset, preference_rows(3))
-    for method, message in (("dpo", "dpo needs at least 8 pairs"), ("ppo", "there is no reward model yet")):
+    for method, message in (("dpo", "dpo needs at least 4 pairs"), ("ppo", "there is no reward model yet")):
         with pytest.raises(ApprentiError, match=message):
             learn(settings, method, LearnConfig(**FAST), lambda event: None)
     from alignment.reward import train_reward
-    with pytest.raises(ApprentiError, match="at least 8 preference pairs"):
+    with pytest.raises(ApprentiError, match="at least 4 preference pairs"):
         train_reward(settings, LearnConfig(**FAST), lambda event: None)
     with pytest.raises(ApprentiError, match="train.jsonl does not exist"):
         learn(settings, "sft", LearnConfig(**FAST), lambda event: None)
@@ -179,7 +179,7 @@ def test_the_reward_model_is_versioned_and_scores_answers(feedback_data):
     first = train_reward(settings, LearnConfig(**FAST), lambda event: None)
     rewards = Versions(settings, "reward")
     assert first["verdict"] == "promoted" and rewards.champion() == first["id"]
-    assert 0 <= first["metrics"]["pairwise_accuracy"] <= 1 and first["data"]["train_pairs"] > 8
+    assert 0 <= first["metrics"]["pairwise_accuracy"] <= 1 and first["data"]["train_pairs"] > 4
     second = train_reward(settings, LearnConfig(**FAST, seed=1), lambda event: None)
     assert second["gate"]["champion"] == first["id"]  # judged against the one in use, on the same pairs
     result = run_cli("score", "--question", "How many moons does planet 3 have?", "--answer", "In short: 3.")

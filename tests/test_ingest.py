@@ -190,7 +190,7 @@ def big_corpus(folder, files=60):
 
 
 def test_ctrl_c_in_the_middle_of_an_ingest_then_again_gives_the_same_store_as_one_clean_run(tmp_path, embeddings):
-    corpus = big_corpus(tmp_path / "big", files=200)  # 600 chunks: written in groups of 128
+    corpus = big_corpus(tmp_path / "big", files=100)  # 300 chunks: written in groups of 128
     clean = tmp_path / "clean"
     KnowledgeBase(clean / "chroma_db_store", embeddings).ingest([corpus])
 
@@ -204,10 +204,10 @@ def test_ctrl_c_in_the_middle_of_an_ingest_then_again_gives_the_same_store_as_on
     deadline = time.time() + 240
 
     def embedded() -> int:
-        counts = re.findall(r"embedding:.*?(\d+)/600", "".join(seen))
+        counts = re.findall(r"embedding:.*?(\d+)/300", "".join(seen))
         return int(counts[-1]) if counts else 0
 
-    while embedded() < 200 and process.poll() is None and time.time() < deadline:
+    while embedded() < 140 and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)  # until a first group of documents is written, more to come
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 130, "".join(seen)
