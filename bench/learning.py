@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -210,14 +211,28 @@ def one_cost(model: Path, method: str, steps: int, data_home: Path) -> dict:
     process = subprocess.Popen([sys.executable, "-m", "alignment.jobs", *job, "--steps", str(steps), "--batch-size",
                                 "4", "--generations", "4", "--answer-tokens", "24", "--force"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak = [0]
+
+    def watch() -> None:  # the process's own high-water mark (ru_maxrss would count this bench's memory too)
+        while process.poll() is None:
+            try:
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                peak[0] = max(peak[0], int(re.search(r"VmHWM:\s+(\d+)", status).group(1)))
+            except (OSError, AttributeError):
+                pass
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    process.wait()
+    watcher.join()
     events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     done = [event for event in events if event["event"] == "done"]
-    if os.waitstatus_to_exitcode(status) != 0 or not done:
+    if process.returncode != 0 or not done:
         return {"error": events[-1:] and events[-1].get("message")}
     training = done[0]["record"]["training"]
-    return {"seconds_per_step": training["seconds_per_step"], "peak_gib": usage.ru_maxrss / 1024 / 1024}
+    return {"seconds_per_step": training["seconds_per_step"], "peak_gib": peak[0] / 1024 / 1024}
 
 
 def part_cost(scratch: Path, train: list[dict], skip_tinyllama: bool) -> None:

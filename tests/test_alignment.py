@@ -173,7 +173,8 @@ def test_prompts_longer_than_the_context_window_are_left_out_by_line(feedback_da
     assert manifest["training"]["rows"] == 1
 
 
-def test_the_reward_model_is_versioned_and_scores_answers(feedback_data):
+def test_the_reward_model_is_versioned_and_scores_answers(feedback_data, capsys):
+    from cli_app import main
     from alignment.reward import train_reward
     settings = feedback_data
     first = train_reward(settings, LearnConfig(**FAST), lambda event: None)
@@ -182,11 +183,11 @@ def test_the_reward_model_is_versioned_and_scores_answers(feedback_data):
     assert 0 <= first["metrics"]["pairwise_accuracy"] <= 1 and first["data"]["train_pairs"] > 4
     second = train_reward(settings, LearnConfig(**FAST, seed=1), lambda event: None)
     assert second["gate"]["champion"] == first["id"]  # judged against the one in use, on the same pairs
-    result = run_cli("score", "--question", "How many moons does planet 3 have?", "--answer", "In short: 3.")
-    assert result.returncode == 0, result.stderr
-    float(result.stdout.strip().splitlines()[-1])
-    missing = run_cli("score", "--question", "Q?", "--answer", "A", "--context-id", "nowhere#0")
-    assert missing.returncode == 1 and "no chunk or document nowhere#0" in missing.stderr
+    capsys.readouterr()
+    assert main(["score", "--question", "How many moons does planet 3 have?", "--answer", "In short: 3."]) == 0
+    float(capsys.readouterr().out.strip())
+    assert main(["score", "--question", "Q?", "--answer", "A", "--context-id", "nowhere#0"]) == 1
+    assert "no chunk or document nowhere#0" in capsys.readouterr().err
 
 
 def test_sft_and_dpo_candidates_go_through_the_gate(feedback_data, home, monkeypatch):

@@ -85,7 +85,7 @@ def test_evaluate_scores_answers_refusals_retrieval_and_perplexity(tiny_model, h
     assert "| answer_f1 |" in (home / "reports" / "base" / "report.md").read_text()
 
 
-def test_a_missing_qa_set_is_one_clear_message(home, capsys):
+def test_a_missing_qa_set_is_one_clear_message(home, tiny_model, capsys):
     assert main(["evaluate", "--qa", str(home / "nothing.jsonl")]) == 1
     err = capsys.readouterr().err
     assert "no QA set at" in err and "Traceback" not in err
