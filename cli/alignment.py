@@ -2,6 +2,8 @@
 Each trains in a subprocess (alignment/jobs.py) and reports what the promotion gate decided."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from cli.learning import report_verdict
 from cli.progress import TrainingProgress
 from cli.registry import command, option
@@ -63,8 +65,9 @@ def sft(settings: Settings, arguments) -> int:
     """Instruction tuning. Rows in any of these forms: {"instruction", "input", "output"},
     {"messages": [...]}, {"prompt", "completion"}, {"question", "context", "answer"}; the loss is on the
     answers only."""
-    job = ["sft"] + (["--train", arguments.train] if arguments.train else []) + (
-        ["--test", arguments.test] if arguments.test else [])
+    job = ["sft"]  # paths made absolute: the training subprocess runs in the project folder
+    for flag, path in (("--train", arguments.train), ("--test", arguments.test)):
+        job += [flag, str(Path(path).expanduser().resolve())] if path else []
     report_version(run(settings, job, arguments), TEXTS["en"])
     return 0
 
