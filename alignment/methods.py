@@ -139,9 +139,10 @@ def build_trainer(method: str, model, tokenizer, rows: list[dict], test_rows: li
     import datasets
     import trl
     from datasets import Dataset
+    from inference.loading import context_window
     from training.core import lora_config, trainer_arguments
     datasets.disable_progress_bars()  # its per-map bars; our own events say what happens
-    window = int(getattr(model.config, "max_position_embeddings", 2048))
+    window = context_window(model)
     common = dict(steps=steps, batch_size=config.batch_size, learning_rate=config.rate_for(method), seed=config.seed)
     train = Dataset.from_list(rows)
     peft_config = lora_config(config.lora_rank)
@@ -197,7 +198,7 @@ def learn(settings: Settings, method: str, config: LearnConfig, report: Report, 
     new version's manifest, or None when one was already trained from the same champion, data and settings."""
     import torch
     from evaluation.gate import publish_through_gate
-    from inference.loading import quiet_transformers
+    from inference.loading import context_window, quiet_transformers
     from inference.locate import resolve_base_model
     from inference.versions import Versions
     from training.core import (already_trained, load_for_training, progress_callback, quiet, save_model, scratch_dir,
@@ -217,7 +218,7 @@ def learn(settings: Settings, method: str, config: LearnConfig, report: Report, 
     started_at = datetime.now().isoformat(timespec="seconds")
     with quiet_transformers(), scratch_dir() as scratch:
         model, tokenizer = load_for_training(source, full=False, quantized=config.qlora)
-        window = int(getattr(model.config, "max_position_embeddings", 2048))
+        window = context_window(model)
         for examples in (train, test) if test else (train,):
             fitting(examples, tokenizer, window, config.answer_tokens if method in ONLINE else ANSWER_ROOM)
         for problem in train.problems:

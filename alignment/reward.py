@@ -37,11 +37,12 @@ def conversations(rows: list[dict], answer: str) -> list[list[dict]]:
 def scores(model, tokenizer, chats: list[list[dict]]) -> list[float]:
     """The reward of each conversation (a prompt and its answer), one at a time: no padding to get wrong."""
     import torch
+    from inference.loading import context_window
     found = []
     with torch.inference_mode():
         for chat in chats:
             ids = tokenizer.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"]
-            ids = torch.tensor([ids[-model.config.max_position_embeddings:]], device=model.device)
+            ids = torch.tensor([ids[-context_window(model):]], device=model.device)
             found.append(float(model(input_ids=ids).logits[0, 0]))
     return found
 
@@ -87,6 +88,7 @@ def train_reward(settings: Settings, config, report: Report) -> dict | None:
     import torch
     import trl
     from datasets import Dataset
+    from inference.loading import context_window
     from inference.locate import resolve_base_model
     from inference.versions import BASE, Versions
     from training.core import (already_trained, lora_config, progress_callback, quiet, save_model, scratch_dir,
@@ -112,7 +114,7 @@ def train_reward(settings: Settings, config, report: Report) -> dict | None:
         steps = config.steps_for(len(train), config.batch_size)
         arguments = trainer_arguments(trl.RewardConfig, Path(scratch), steps=steps, batch_size=config.batch_size,
                                       learning_rate=config.rate_for("reward"), seed=config.seed,
-                                      max_length=model.config.max_position_embeddings)
+                                      max_length=context_window(model))
         trainer = quiet(trl.RewardTrainer(
             model=model, args=arguments, train_dataset=Dataset.from_list(train), processing_class=tokenizer,
             peft_config=lora_config(config.lora_rank, task_type="SEQ_CLS", modules_to_save=["score"]),

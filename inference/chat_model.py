@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
-from inference.loading import load_causal_lm
+from inference.loading import context_window, load_causal_lm
 from inference.locate import ModelSource
 
 
@@ -28,7 +28,7 @@ class ChatModel:
 
     @property
     def context_window(self) -> int:
-        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+        return context_window(self.model)
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
         return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,

@@ -24,6 +24,11 @@ def device_and_dtype():
     return "cpu", torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
+def context_window(model) -> int:
+    """The most tokens `model` reads at once (prompt and answer together)."""
+    return int(getattr(model.config, "max_position_embeddings", 2048))
+
+
 @contextmanager
 def quiet_transformers():
     """Our own notices say what is loading; transformers' per-load bars and warnings only add noise."""
