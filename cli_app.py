@@ -13,6 +13,7 @@ Without a command, the menu. With one, the same actions for scripts:
   dashboard           serve the monitoring dashboard: versions, evaluations, feedback, latency (--port 8502)
   complete TEXT       the model's plain continuation of TEXT (what fine-tuning taught shows here)
   evaluate            score the model in use on a QA set, with a report (--qa PATH, --json)
+  serve               the OpenAI-compatible API on 127.0.0.1:8000 (--host, --port, --api-key)
   status              models, knowledge base and learning data
   models ACTION       model versions: list, show ID, use ID [--force], rollback, diff A B, prune --keep N
   list / export       the knowledge base's documents, as a table / as JSONL (--chunks: every chunk)
@@ -27,7 +28,8 @@ import sys
 from pathlib import Path
 
 # Each module of cli/ registers its commands; the imports below are what fills the table.
-from cli import alignment, answers, dashboard, evaluation, feedback, knowledge, learning, models, status  # noqa: F401
+from cli import (alignment, answers, dashboard, evaluation, feedback, knowledge, learning, models, serve,  # noqa: F401
+                 status)
 from cli.menu import run_menu
 from cli.registry import COMMANDS, add_commands
 from common.config import Settings

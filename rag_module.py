@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 from common.config import Settings
 from common.errors import ApprentiError
@@ -50,10 +50,10 @@ class Assistant:
     @property
     def model(self):
         if self._model is None:
-            from inference.chat_model import ChatModel
+            from inference.chat_model import load_chat_model
             from inference.versions import choose_chat_model
             self._model_for = self.wanted_version()
-            self._model = ChatModel(self.source or choose_chat_model(self.settings))
+            self._model = load_chat_model(self.settings, self.source or choose_chat_model(self.settings))
         return self._model
 
     def wanted_version(self) -> str:
@@ -87,9 +87,10 @@ class Assistant:
 
     def ask(self, question: str, k: int | None = None, use_rag: bool = True,
             on_text: Callable[[str], None] = lambda piece: None, sources: list[Passage] | None = None,
-            temperature: float = 0.0) -> Answer:
+            temperature: float = 0.0, max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> Answer:
         """Answer `question`, passing each piece of the answer to `on_text` as it is generated. `sources`
-        already retrieved are used as they are; `temperature` > 0 samples the answer."""
+        already retrieved are used as they are; `temperature` > 0 samples the answer; the answer ends at
+        `max_new_tokens` (at most the settings' length) or before the first of the `stop` texts."""
         started, first_token = time.perf_counter(), None
         question = question.strip()
         if sources is None:
@@ -101,8 +102,9 @@ class Assistant:
         else:
             self.follow_champion()
             input_ids, sources = self.fit_prompt(question, sources, use_rag)
+            length = min(max_new_tokens or self.answer_tokens, self.answer_tokens)
             pieces = []
-            for piece in self.model.stream(input_ids, self.answer_tokens, temperature):
+            for piece in until_stop(self.model.stream(input_ids, length, temperature), stop):
                 first_token = first_token or time.perf_counter() - started
                 pieces.append(piece)
                 on_text(piece)
@@ -144,6 +146,30 @@ class Assistant:
                 raise ApprentiError("the model's context window is too small for any prompt")
             else:
                 question = question[len(question) // 4:]
+
+
+def until_stop(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
+    """`pieces` up to the first of the `stop` texts, which is left out. A tail that could be the start of a
+    stop text is held back until the next piece tells; closing `pieces` at the stop ends the generation."""
+    stop = [text for text in stop if text]
+    if not stop:
+        yield from pieces
+        return
+    held = ""
+    for piece in pieces:
+        held += piece
+        found = [held.index(text) for text in stop if text in held]
+        if found:
+            if held[:min(found)]:
+                yield held[:min(found)]
+            pieces.close()
+            return
+        keep = max((size for text in stop for size in range(1, len(text)) if held.endswith(text[:size])), default=0)
+        if len(held) > keep:
+            yield held[:len(held) - keep]
+            held = held[len(held) - keep:]
+    if held:
+        yield held
 
 
 def prompt_messages(question: str, sources: list[Passage], use_rag: bool) -> list[dict]:

@@ -20,9 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     arguments = parser.parse_args(argv)
     try:
-        from inference.chat_model import ChatModel
+        from inference.chat_model import load_chat_model
         from inference.locate import resolve_base_model
-        model = ChatModel(resolve_base_model(Settings.load(base_model=arguments.model)))
+        settings = Settings.load(base_model=arguments.model)
+        model = load_chat_model(settings, resolve_base_model(settings))  # on the backend answers use
         started = time.perf_counter()
         pieces = list(model.stream(model.chat_ids([{"role": "user", "content": QUESTION}]),
                                    arguments.max_new_tokens))
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     answer = "".join(pieces).strip()
     tokens = len(model.text_ids(answer)) if answer else 0
     print(f"model:     {model.name}")
-    print(f"dtype:     {model.dtype} on {model.device}")
+    print(f"backend:   {model.backend}, {model.dtype} on {model.device}")
     print(f"load:      {model.load_seconds:.1f} s")
     print(f"speed:     {tokens / seconds:.1f} tokens/s ({tokens} tokens in {seconds:.1f} s)")
     print(f"question:  {QUESTION}")

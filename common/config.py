@@ -19,6 +19,10 @@ DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # `python bench/threshold.py` on bench/relevance_fixture.json (22 answerable, 20 unanswerable questions,
 # English and French): 0.36 answers or refuses 95% of them rightly (0.54, the best on dense scores alone, 83%).
 DEFAULT_RELEVANCE_THRESHOLD = 0.36
+# What runs the model for answers, chosen by bench/inference.py (README, "Fast answers"): int8 answers as well
+# as transformers and ~4x faster; int4 is faster still, but its answers to the QA set got worse.
+BACKENDS = ("onnx-int8", "onnx-int4", "transformers")
+DEFAULT_BACKEND = "onnx-int8"
 
 
 @dataclass
@@ -38,6 +42,9 @@ class Settings:
                                                        "help": "longest answer, in tokens"})
     use_finetuned: bool = field(default=True, metadata={"env": "APPRENTI_USE_FINETUNED",
                                                         "help": "answer with the champion (tinyllama_finetuned/)"})
+    backend: str = field(default=DEFAULT_BACKEND, metadata={"env": "APPRENTI_BACKEND",
+                                                        "help": "what runs the model for answers: ONNX Runtime "
+                                                                "GenAI (onnx-int8, onnx-int4) or transformers"})
     gate: bool = field(default=True, metadata={"env": "APPRENTI_GATE",
                                                "help": "evaluate a new model and use it only if it does not regress"})
     log_answer_text: bool = field(default=False, metadata={"env": "APPRENTI_LOG_ANSWER_TEXT",
@@ -53,6 +60,8 @@ class Settings:
             problems.append(f"top_k={self.top_k}: retrieve at least 1 passage")
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens={self.max_new_tokens}: allow at least 1 token")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend={self.backend}: use one of {', '.join(BACKENDS)}")
         if problems:
             raise ValueError("; ".join(problems))
 

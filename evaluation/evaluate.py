@@ -30,6 +30,7 @@ def evaluate(settings: Settings, qa_path: Path | None = None,
              progress: Callable[[dict], None] = lambda event: None, source=None) -> dict:
     """The report of the model at `source` (an inference.locate.ModelSource; by default the one `settings`
     answer with): {"model", "version", "qa_set", "metrics", "inputs", "answers", ...}."""
+    from inference.chat_model import ChatModel
     from rag_module import Assistant
     qa_path = Path(qa_path or default_qa_path(settings))
     questions, problems = read_qa_set(qa_path)
@@ -39,9 +40,12 @@ def evaluate(settings: Settings, qa_path: Path | None = None,
     for number, question in enumerate(questions, 1):
         rows.append(score_question(assistant, question))
         progress({"stage": "questions", "done": number, "total": len(questions)})
+    # Perplexities and log-probabilities come from the weights themselves (transformers); answers and the
+    # recall of taught facts from the model as it answers (its converted form on the fast backend).
+    weights = assistant.model if assistant.model.backend == "transformers" else ChatModel(assistant.model.source)
     scores = {**answer_scores(rows), **retrieval_scores(settings, questions, assistant.settings.top_k),
-              **language_scores(settings, assistant.model),
-              "preference_accuracy": preference_accuracy(settings, assistant.model)}
+              **language_scores(settings, assistant.model, weights),
+              "preference_accuracy": preference_accuracy(settings, weights)}
     return {"model": assistant.model.name, "version": assistant.model.version, "qa_set": str(qa_path),
             "inputs": evaluation_inputs(settings, qa_path), "questions": len(questions), "skipped_lines": problems,
             "metrics": scores, "answers": rows,
@@ -105,14 +109,15 @@ def retrieval_scores(settings: Settings, questions: list[Question], k: int) -> d
             "mrr": mean(metrics.reciprocal_rank(r, q.doc_ids) for r, q in zip(ranked, gold))}
 
 
-def language_scores(settings: Settings, chat_model) -> dict:
-    """Perplexity on the learning data and on the general text, and the share of taught facts recalled."""
+def language_scores(settings: Settings, answering, weights) -> dict:
+    """Perplexity of the `weights` (a transformers ChatModel) on the learning data and on the general text,
+    and the share of taught facts the `answering` model recalls."""
     from training.core import general_text_blocks, perplexity, token_blocks
     from training.learning_data import read_entries
     entries = read_entries(settings.learning_data)
-    tokenizer, model = chat_model.tokenizer, chat_model.model
-    block = min(256, chat_model.context_window)
-    recalled = [fact_recalled(chat_model, entry) for entry in entries if len(entry.split()) >= 4]
+    tokenizer, model = weights.tokenizer, weights.model
+    block = min(256, weights.context_window)
+    recalled = [fact_recalled(answering, entry) for entry in entries if len(entry.split()) >= 4]
     return {"ppl_learning": rounded(perplexity(model, token_blocks(tokenizer, entries, block), tokenizer.pad_token_id)),
             "ppl_general": rounded(perplexity(model, general_text_blocks(tokenizer, block), tokenizer.pad_token_id)),
             "facts_recalled": mean(recalled)}
@@ -159,7 +164,8 @@ def evaluation_inputs(settings: Settings, qa_path: Path) -> dict:
     return {"qa_sha256": file_hash(qa_path), "learning_sha256": file_hash(settings.learning_data),
             "pairs_sha256": file_hash(settings.rlhf_test_split),
             "settings": {name: str(getattr(settings, name)) for name in
-                         ("base_model", "embedding_model", "top_k", "relevance_threshold", "max_new_tokens")}}
+                         ("base_model", "embedding_model", "top_k", "relevance_threshold", "max_new_tokens",
+                          "backend")}}
 
 
 def rounded(value: float | None) -> float | None:

@@ -65,6 +65,7 @@ def publish_through_gate(settings: Settings, version_id: str, partial: Path, man
     make it the champion if it passed. Returns its manifest, with "metrics" and "gate"."""
     from evaluation.evaluate import evaluate
     from evaluation.reports import write_report
+    from inference.chat_model import fast_form
     from inference.versions import BASE, Versions
     from monitoring.tracking import log_evaluation
     from training.core import raise_if_stopped
@@ -73,8 +74,10 @@ def publish_through_gate(settings: Settings, version_id: str, partial: Path, man
     champion = versions.champion()
     if versions.get(champion).manifest.get("base_model") != manifest["base_model"]:
         champion = BASE
+    source = versions.source_of(version_id, partial, manifest)
+    fast_form(settings, source)  # made once, with the version: the gate judges the model as it will answer
     if settings.gate:
-        candidate = evaluate(settings, source=versions.source_of(version_id, partial, manifest),
+        candidate = evaluate(settings, source=source,
                              progress=lambda event: report({"event": "evaluate", "model": "candidate", **event}))
         gc.collect()  # the candidate's weights go before the champion's come
         against = reusable_report(settings, champion, candidate["inputs"])

@@ -23,7 +23,7 @@ CHOICES = {
     "second": "of two answers, the second is better",
     "both_bad": "both answers are bad",
 }
-SOURCES = ("cli", "ui")
+SOURCES = ("cli", "ui", "api")
 MAX_FIELD_CHARACTERS = 100_000
 
 
@@ -53,7 +53,7 @@ class Feedback:
         if any(not str(answer.get("text", "")).strip() for answer in self.answers):
             problems.append("an answer is empty")
         if self.source not in SOURCES:
-            problems.append(f"source '{self.source}': use cli or ui")
+            problems.append(f"source '{self.source}': use one of {', '.join(SOURCES)}")
         if self.choice == "good" and self.correction.strip():
             problems.append("a good answer needs no correction")
         texts = [self.question, self.correction, self.comment] + [a.get("text", "") for a in self.answers]

@@ -1,19 +1,55 @@
 """A loaded chat model: prompts in its chat template, plain completion, answers streamed token by token."""
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
+from pathlib import Path
 
+from common.config import Settings
+from common.errors import ApprentiError
+from common.messages import notice
 from inference.loading import context_window, load_causal_lm
 from inference.locate import ModelSource
+
+
+def load_chat_model(settings: Settings, source: ModelSource):
+    """`source` on the backend the settings choose: its converted form on ONNX Runtime GenAI, or
+    transformers, which is also the fallback where the converted form cannot be had."""
+    folder = fast_form(settings, source)
+    if folder is not None:
+        from inference.onnx_model import OnnxChatModel
+        try:
+            return OnnxChatModel(source, folder)
+        except ApprentiError as error:
+            notice(f"{error}: answering with transformers")
+    return ChatModel(source)
+
+
+def fast_form(settings: Settings, source: ModelSource) -> Path | None:
+    """The converted form the fast backend answers `source` with, made now if it is not made yet; None, with
+    a one-line notice, where it cannot be (the runtime not installed, a model it cannot convert)."""
+    if settings.backend == "transformers":
+        return None
+    if importlib.util.find_spec("onnxruntime_genai") is None:
+        notice("onnxruntime-genai is not installed ('make run' installs it): answering with transformers")
+        return None
+    from inference.onnx_model import converted
+    try:
+        return converted(settings, source)
+    except ApprentiError as error:
+        notice(f"{error}: answering with transformers")
+        return None
 
 
 class ChatModel:
     """A loaded causal language model with its tokenizer: chat prompts, plain completion, streaming."""
 
+    backend = "transformers"
+
     def __init__(self, source: ModelSource):
         started = time.perf_counter()
-        self.name = source.name
+        self.source, self.name = source, source.name
         self.version = source.version
         self.model, self.tokenizer = load_causal_lm(source.path, adapters=source.adapters)
         self.load_seconds = time.perf_counter() - started

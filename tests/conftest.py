@@ -25,6 +25,9 @@ def home(tmp_path, monkeypatch) -> Path:
     # A new model is used without the promotion gate's evaluation, which would judge tiny random models on
     # noise; the gate's own tests (test_gate.py) turn it on.
     monkeypatch.setenv("APPRENTI_GATE", "false")
+    # Tiny models answer through transformers (the plumbing); the real model through the default, fast
+    # backend (see real_model).
+    monkeypatch.setenv("APPRENTI_BACKEND", "transformers")
     for variable in ("APPRENTI_BASE_MODEL", "APPRENTI_EMBEDDING_MODEL", "APPRENTI_RELEVANCE_THRESHOLD",
                      "LC_ALL", "LC_MESSAGES"):
         monkeypatch.delenv(variable, raising=False)
@@ -48,17 +51,21 @@ def kb(home, embeddings):
 
 @pytest.fixture(scope="session")
 def bundled_models(tmp_path_factory) -> Path:
-    """The bundled chat model converted to safetensors once for the whole session."""
-    from inference.locate import bundled_chat_model
-    models_dir = tmp_path_factory.mktemp("models")
-    bundled_chat_model(models_dir)
-    return models_dir
+    """The bundled chat model converted once for the whole session: to safetensors, and for fast answers."""
+    from common.config import Settings
+    from inference.locate import BUNDLED_CHAT_MODEL, ModelSource, bundled_chat_model
+    from inference.onnx_model import converted
+    home = tmp_path_factory.mktemp("bundled")
+    settings = Settings.load(home=home)
+    converted(settings, ModelSource(BUNDLED_CHAT_MODEL, bundled_chat_model(settings.models_dir)))
+    return settings.models_dir
 
 
 @pytest.fixture
-def real_model(home, bundled_models) -> Path:
+def real_model(home, bundled_models, monkeypatch) -> Path:
     """The test's data dir, set up to use the real bundled model without converting it again."""
-    (home / "models").mkdir()  # the test's own versions go here; the converted model is shared
+    monkeypatch.delenv("APPRENTI_BACKEND")  # the default: answers as a user gets them
+    (home / "models").mkdir()  # the test's own versions go here; the converted models are shared
     for converted in bundled_models.iterdir():
         (home / "models" / converted.name).symlink_to(converted, target_is_directory=True)
     return home

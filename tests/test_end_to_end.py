@@ -5,8 +5,9 @@ import sys
 
 import pexpect
 
-from common.config import DEFAULT_RELEVANCE_THRESHOLD
+from common.config import DEFAULT_BACKEND, DEFAULT_RELEVANCE_THRESHOLD, Settings
 from conftest import ROOT, run_cli
+from rag_module import Assistant
 from test_documents import write_pdf
 
 FACT = "The secret code of the Zorblax guild is tangerine-47."
@@ -100,6 +101,16 @@ def test_the_gate_promotes_a_run_that_learns_and_refuses_one_that_forgets(real_m
     assert ask_json("What is the mascot of the Apprenti project?") == answer
     log = [json.loads(line) for line in (real_model / "models" / "promotions.jsonl").read_text().splitlines()]
     assert [event["action"] for event in log] == ["promoted", "refused"]
+
+    # The version was converted for the fast backend when it was made (the gate judged that form); `models
+    # use` and `rollback` switch a running assistant between forms, without a restart.
+    assert (real_model / "models" / "versions" / promoted["id"] / DEFAULT_BACKEND / "genai_config.json").is_file()
+    assistant = Assistant(Settings.load(), log_answers=False)
+    assert "tangerine-47" in assistant.complete(FACT_START) and assistant.model.backend == "onnx"
+    assert run_cli("models", "rollback").returncode == 0
+    assert "tangerine-47" not in assistant.complete(FACT_START)
+    assert run_cli("models", "use", promoted["id"]).returncode == 0
+    assert "tangerine-47" in assistant.complete(FACT_START)
 
 
 def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):

@@ -1,0 +1,34 @@
+"""The OpenAI-compatible HTTP API (server/api.py) on this machine, for the tools that speak it."""
+from __future__ import annotations
+
+import sys
+
+from cli.feedback import LOCAL_HOSTS
+from cli.registry import command, option
+from common.config import Settings
+from common.errors import ApprentiError
+
+
+@command("serve", "serve the OpenAI-compatible API: /v1/chat/completions, /v1/models, /v1/embeddings, "
+                  "/v1/feedback (--port 8000)",
+         option("--host", default="127.0.0.1", help="address to bind (default: this machine only)"),
+         option("--port", type=int, default=8000),
+         option("--api-key", help="the key every request must bring (Authorization: Bearer KEY); required "
+                                  "to bind any address but this machine's"))
+def serve(settings: Settings, arguments) -> int:
+    """Serve the OpenAI-compatible API. Answers are grounded in the knowledge base as `ask` does, with their
+    sources in an extra field; requests are answered one at a time, the others wait their turn."""
+    import uvicorn
+
+    from server.api import create_app
+    if arguments.host not in LOCAL_HOSTS and not arguments.api_key:
+        raise ApprentiError(f"--host {arguments.host} makes the API reachable from other machines: give "
+                            "--api-key KEY too, which every request must then bring")
+    if arguments.host not in LOCAL_HOSTS:
+        print(f"warning: the API is reachable from other machines ({arguments.host}); requests need the key",
+              file=sys.stderr)
+    print(f"Apprenti's OpenAI-compatible API: http://{arguments.host}:{arguments.port}/v1 "
+          f"(model 'apprenti'; Ctrl-C stops)", flush=True)
+    uvicorn.run(create_app(settings, arguments.api_key), host=arguments.host, port=arguments.port,
+                log_level="warning")
+    return 0
