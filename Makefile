@@ -15,7 +15,7 @@ test: $(VENV)/.test-installed
 # The retrieval and scale benchmarks read FAQs and documentation installed from Debian packages.
 BENCH_PACKAGES := python3-doc debian-faq debian-faq-fr
 
-bench: $(VENV)/.app-installed
+bench: $(VENV)/.test-installed
 	dpkg -s $(BENCH_PACKAGES) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(BENCH_PACKAGES))
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/run_all.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/training_speed.py
@@ -23,6 +23,8 @@ bench: $(VENV)/.app-installed
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/scale.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/gate.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/learning.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/inference.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/serve_load.py
 
 $(VENV)/.app-installed: requirements.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
