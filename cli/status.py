@@ -37,6 +37,7 @@ def status(settings: Settings, arguments) -> int:
         "champion": champion.id,
         "fine_tuned": record,
         "use_fine_tuned": settings.use_finetuned,
+        "backend": settings.backend,
         "knowledge_base": {"documents": len(kb.documents()), "chunks": kb.count_chunks(),
                            "server": settings.chroma_url or None},
         "learning_data_entries": len(read_entries(settings.learning_data)),
@@ -58,6 +59,9 @@ def status(settings: Settings, arguments) -> int:
               + ("" if settings.use_finetuned else " (not used: --base)"))
     else:
         print("model in use:     the base model" + ("" if settings.use_finetuned else " (--base)"))
+    print(f"answers from:     {settings.backend}" + ("" if settings.backend == "transformers" else
+                                                         " (ONNX Runtime GenAI; APPRENTI_BACKEND=transformers: "
+                                                         "the training path)"))
     print(f"knowledge base:   {status['knowledge_base']['documents']} documents, "
           f"{status['knowledge_base']['chunks']} chunks")
     print(f"learning data:    {status['learning_data_entries']} entries")

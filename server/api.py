@@ -16,7 +16,7 @@ import struct
 import threading
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Iterator, Literal, Union
 
 from fastapi import FastAPI, Request
@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 
 from common.config import Settings
 from common.errors import ApprentiError
+from rag_module import Answer, Assistant
 
 MAX_BODY_BYTES = 1_000_000  # a question with its history; bigger bodies are refused before they are read
 MODEL_IN_USE = "apprenti"  # always answers with the champion, whatever its version id
@@ -116,8 +117,7 @@ class Answerer:
     """The assistant behind a lock: one generation at a time, the others waiting in line."""
 
     def __init__(self, settings: Settings):
-        from rag_module import Assistant
-        self.assistant = Assistant(settings)
+        self.assistant = Assistant(settings)  # the models load on the first question
         self.lock = threading.Lock()
 
     def models(self) -> list[str]:
@@ -125,7 +125,7 @@ class Answerer:
         champion = Versions(self.assistant.settings).champion()
         return [MODEL_IN_USE] + [champion] * (champion != BASE) + [BASE]
 
-    def answer(self, question: str, options: dict):
+    def answer(self, question: str, options: dict) -> Reply:
         """`options` are those of Assistant.ask, and "model": a name of `models()`."""
         from inference.versions import BASE
         options = dict(options)
@@ -133,12 +133,19 @@ class Answerer:
         with self.lock:
             # The base model when asked for by name; the model in use otherwise (which may be the base too).
             self.assistant.settings.use_finetuned = model != BASE
-            return self.assistant.ask(question, **options)
+            answer = self.assistant.ask(question, **options)
+            return Reply(answer, self.finish_reason(answer, options["max_new_tokens"]))
+
+    def finish_reason(self, answer, max_new_tokens: int | None) -> str:
+        """"length" when the answer used all the tokens it was allowed, else "stop"."""
+        if answer.refused:
+            return "stop"
+        allowed = min(max_new_tokens or self.assistant.answer_tokens, self.assistant.answer_tokens)
+        return "length" if len(self.assistant.model.text_ids(answer.answer)) >= allowed else "stop"
 
     def pieces(self, question: str, options: dict) -> Iterator:
-        """The answer's pieces as they are made, then the Answer itself. Generation runs in a thread of its
-        own; a client that goes away stops it at the next piece."""
-        from rag_module import Answer
+        """The answer's pieces as they are made, then the Reply. Generation runs in a thread of its own; a
+        client that goes away stops it at the next piece."""
         made, gone = queue.Queue(), threading.Event()
 
         def on_text(piece: str) -> None:
@@ -159,7 +166,7 @@ class Answerer:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-                if isinstance(item, Answer):
+                if isinstance(item, Reply):
                     return
         finally:
             gone.set()
@@ -167,6 +174,12 @@ class Answerer:
 
 class ClientGone(Exception):
     pass
+
+
+@dataclass
+class Reply:
+    answer: Answer
+    finish_reason: str  # as the API says it: "stop" or "length"
 
 
 def create_app(settings: Settings, api_key: str | None = None) -> FastAPI:
@@ -220,11 +233,11 @@ def create_app(settings: Settings, api_key: str | None = None) -> FastAPI:
         options["model"] = request.model
         reply = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": request.model}
         if not request.stream:
-            answer = answerer.answer(question, options)
+            done = answerer.answer(question, options)
             return {**reply, "object": "chat.completion",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.answer},
-                                 "finish_reason": finish_reason(answerer, answer, options)}],
-                    **extras(answer)}
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": done.answer.answer},
+                                 "finish_reason": done.finish_reason}],
+                    **extras(done.answer)}
         return StreamingResponse(events(answerer, question, options, reply), media_type="text/event-stream")
 
     @app.post("/v1/embeddings")
@@ -258,7 +271,6 @@ def create_app(settings: Settings, api_key: str | None = None) -> FastAPI:
 
 def events(answerer: Answerer, question: str, options: dict, reply: dict) -> Iterator[str]:
     """The answer as server-sent events, in the API's chunks; the last one carries the sources."""
-    from rag_module import Answer
 
     def event(delta: dict, finish: str | None = None, **more) -> str:
         chunk = {**reply, "object": "chat.completion.chunk",
@@ -268,22 +280,13 @@ def events(answerer: Answerer, question: str, options: dict, reply: dict) -> Ite
     yield event({"role": "assistant", "content": ""})
     try:
         for item in answerer.pieces(question, options):
-            if isinstance(item, Answer):
-                yield event({}, finish_reason(answerer, item, options), **extras(item))
+            if isinstance(item, Reply):
+                yield event({}, item.finish_reason, **extras(item.answer))
             else:
                 yield event({"content": item})
     except ApprentiError as error:
         yield f"data: {json.dumps(error_body(str(error)))}\n\n"
     yield "data: [DONE]\n\n"
-
-
-def finish_reason(answerer: Answerer, answer, options: dict) -> str:
-    """"length" when the answer used all the tokens it was allowed, else "stop"."""
-    if answer.refused:
-        return "stop"
-    model = answerer.assistant.model
-    allowed = min(options["max_new_tokens"] or answerer.assistant.answer_tokens, answerer.assistant.answer_tokens)
-    return "length" if len(model.text_ids(answer.answer)) >= allowed else "stop"
 
 
 def extras(answer) -> dict:
