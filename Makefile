@@ -1,9 +1,7 @@
 # `make run` starts the menu, `make test` runs the tests; each installs what it needs into .venv first.
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-# --no-compile: Python compiles a module when it is first imported; compiling every file of torch and the
-# rest at install time took about a minute and a half of a fresh `make test`.
-PIP_INSTALL := $(PYTHON) -m pip --quiet --disable-pip-version-check install --no-compile
+PIP_INSTALL := $(PYTHON) -m pip --quiet --disable-pip-version-check install
 export ANONYMIZED_TELEMETRY := False
 
 .PHONY: run test bench clean-venv

@@ -42,7 +42,19 @@ def fast_form(settings: Settings, source: ModelSource) -> Path | None:
         return None
 
 
-class ChatModel:
+class Prompts:
+    """What every backend's model does alike, with the transformers tokenizer it keeps as `tokenizer`: a chat
+    in the model's template, or plain text, as token ids."""
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                       return_dict=True)["input_ids"])
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text)["input_ids"]
+
+
+class ChatModel(Prompts):
     """A loaded causal language model with its tokenizer: chat prompts, plain completion, streaming."""
 
     backend = "transformers"
@@ -65,13 +77,6 @@ class ChatModel:
     @property
     def context_window(self) -> int:
         return context_window(self.model)
-
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                       return_dict=True)["input_ids"])
-
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text)["input_ids"]
 
     def stream(self, input_ids: list[int], max_new_tokens: int, temperature: float = 0.0):
         """Yield the continuation of `input_ids` piece by piece: greedy, or sampled when `temperature` > 0.

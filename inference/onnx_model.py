@@ -27,6 +27,7 @@ from common.config import Settings
 from common.errors import ApprentiError
 from common.files import file_lock
 from common.messages import notice
+from inference.chat_model import Prompts
 from inference.locate import ModelSource
 
 CONVERSION = "converted.json"
@@ -100,7 +101,7 @@ def threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class OnnxChatModel:
+class OnnxChatModel(Prompts):
     """The same interface as inference.chat_model.ChatModel, answering from the converted form."""
 
     backend = "onnx"
@@ -130,13 +131,6 @@ class OnnxChatModel:
             raise ApprentiError(f"cannot load the converted model in {folder}: {error}") from None
         self.device, self.dtype = "cpu", self.conversion(folder).get("precision", "onnx")
         self.load_seconds = time.perf_counter() - started
-
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                       return_dict=True)["input_ids"])
-
-    def text_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text)["input_ids"]
 
     def stream(self, input_ids: list[int], max_new_tokens: int, temperature: float = 0.0):
         """Yield the continuation of `input_ids` piece by piece: greedy, or sampled when `temperature` > 0.

@@ -90,8 +90,10 @@ def test_the_gate_promotes_a_run_that_learns_and_refuses_one_that_forgets(real_m
     run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.")
     answer = ask_json("What is the mascot of the Apprenti project?")
 
-    # Every weight trained at a learning rate far too high: it forgets how to speak, and is refused.
-    reckless = run_cli("finetune", "--method", "full", "--learning-rate", "1e-2", env=gate, timeout=900)
+    # Every weight trained at a learning rate far too high (10 steps are plenty): it forgets how to speak,
+    # and is refused.
+    reckless = run_cli("finetune", "--method", "full", "--learning-rate", "1e-2", "--max-steps", "10", env=gate,
+                       timeout=900)
     assert reckless.returncode == 0, reckless.stderr
     assert "The gate refused version" in reckless.stdout and "ppl_general" in reckless.stdout, reckless.stdout
     assert f"The model in use stays {promoted['id']}" in reckless.stdout
