@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP API (server/api.py) on this machine, for the tools that speak it."""
 from __future__ import annotations
 
+import socket
 import sys
 
 from cli.feedback import LOCAL_HOSTS
@@ -18,15 +19,22 @@ from common.errors import ApprentiError
 def serve(settings: Settings, arguments) -> int:
     """Serve the OpenAI-compatible API. Answers are grounded in the knowledge base as `ask` does, with their
     sources in an extra field; requests are answered one at a time, the others wait their turn."""
-    import uvicorn
-
-    from server.api import create_app
     if arguments.host not in LOCAL_HOSTS and not arguments.api_key:
         raise ApprentiError(f"--host {arguments.host} makes the API reachable from other machines: give "
                             "--api-key KEY too, which every request must then bring")
+    try:  # said plainly now, rather than by uvicorn's log after the address was announced
+        family = socket.AF_INET6 if ":" in arguments.host else socket.AF_INET
+        with socket.create_server((arguments.host, arguments.port), family=family):
+            pass
+    except OSError as error:
+        raise ApprentiError(f"cannot serve on {arguments.host}:{arguments.port}: {error.strerror}; choose another "
+                            "--port or --host") from None
     if arguments.host not in LOCAL_HOSTS:
         print(f"warning: the API is reachable from other machines ({arguments.host}); requests need the key",
               file=sys.stderr)
+    import uvicorn
+
+    from server.api import create_app
     print(f"Apprenti's OpenAI-compatible API: http://{arguments.host}:{arguments.port}/v1 "
           f"(model 'apprenti'; Ctrl-C stops)", flush=True)
     uvicorn.run(create_app(settings, arguments.api_key), host=arguments.host, port=arguments.port,

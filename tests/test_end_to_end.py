@@ -24,9 +24,9 @@ def test_a_factual_question(real_model):
     assert "Paris" in ask_json("--no-rag", "What is the capital of France?")["answer"]
 
 
-def test_an_answer_that_needs_the_knowledge_base_names_its_source(real_model):
+def test_an_answer_that_needs_the_knowledge_base_names_its_source(real_model, kb):
+    kb.add("Green tea is brewed at 80 degrees Celsius.", "tea")  # in-process, before any other process writes
     assert run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.").returncode == 0
-    assert run_cli("add", "--id", "tea", "Green tea is brewed at 80 degrees Celsius.").returncode == 0
     answer = ask_json("What is the mascot of the Apprenti project?")
     assert not answer["refused"] and "Pim" in answer["answer"]
     assert answer["sources"][0]["id"] == "mascot#0" and answer["sources"][0]["score"] >= DEFAULT_RELEVANCE_THRESHOLD
@@ -47,8 +47,8 @@ def test_a_question_answered_from_an_ingested_folder(real_model, tmp_path):
     assert answer["sources"][0]["id"] == f"{folder / 'lake.pdf'}#1"  # the second page's chunk
 
 
-def test_an_unanswerable_question_is_refused(real_model):
-    run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.")
+def test_an_unanswerable_question_is_refused(real_model, kb):
+    kb.add("The Apprenti project's mascot is a blue heron called Pim.", "mascot")
     assert ask_json("Who won the football World Cup in 1998?") == {
         "answer": "I don't know: nothing in the knowledge base answers this.", "refused": True, "model": None,
         "sources": []}

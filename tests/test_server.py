@@ -26,14 +26,15 @@ def start_server(home, *flags, env=None) -> tuple[subprocess.Popen, int]:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory, bundled_models):
+def api(tmp_path_factory, bundled_models, embeddings):
     """One server for the module, on the real bundled model, with one fact in its knowledge base."""
+    from knowledge_base import KnowledgeBase
     home = tmp_path_factory.mktemp("api-home")
     (home / "models").mkdir()
     for converted in bundled_models.iterdir():
         (home / "models" / converted.name).symlink_to(converted, target_is_directory=True)
+    KnowledgeBase(home / "chroma_db_store", embeddings).add(MASCOT, "mascot")  # written before the server reads
     env = {"APPRENTI_HOME": str(home), "APPRENTI_BACKEND": DEFAULT_BACKEND, "APPRENTI_MAX_NEW_TOKENS": "48"}
-    assert run_cli("add", "--id", "mascot", MASCOT, env=env).returncode == 0
     server, port = start_server(home, env=env)
     yield {"home": home, "url": f"http://127.0.0.1:{port}/v1", "server": server}
     server.terminate()
@@ -159,3 +160,11 @@ def test_another_address_needs_an_api_key_checked_on_every_request(home):
         server.terminate()
         server.wait(timeout=30)
     assert "reachable from other machines" in server.stderr.read()
+
+
+def test_a_port_in_use_is_one_clear_message(home):
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = run_cli("serve", "--port", str(taken.getsockname()[1]), timeout=60)
+    assert busy.returncode == 1 and "cannot serve on 127.0.0.1" in busy.stderr and "Traceback" not in busy.stderr
+    assert "OpenAI-compatible API" not in busy.stdout  # no address announced that does not answer
