@@ -245,7 +245,8 @@ def create_app(settings: Settings, api_key: str | None = None) -> FastAPI:
         texts = [request.input] if isinstance(request.input, str) else request.input
         if not texts or not all(text.strip() for text in texts):
             raise ApprentiError("input: give one text or more, none of them empty")
-        vectors = answerer.assistant.knowledge_base.embeddings.embed_documents(texts)
+        with answerer.lock:  # the knowledge base and its model are shared with the answers
+            vectors = answerer.assistant.knowledge_base.embeddings.embed_documents(texts)
         as_base64 = request.encoding_format == "base64"
         return {"object": "list", "model": request.model or settings.embedding_model,
                 "data": [{"object": "embedding", "index": index,
@@ -258,8 +259,9 @@ def create_app(settings: Settings, api_key: str | None = None) -> FastAPI:
         from feedback.records import Feedback, append
         context = []
         if request.sources:
-            context = [{"id": chunk_id, "text": text}
-                       for chunk_id, text in answerer.assistant.knowledge_base.passages(request.sources)]
+            with answerer.lock:
+                context = [{"id": chunk_id, "text": text}
+                           for chunk_id, text in answerer.assistant.knowledge_base.passages(request.sources)]
         entry = Feedback(question=request.question, answers=[{"text": request.answer, "model": request.model}],
                          choice=request.rating, source="api", context=context, correction=request.correction,
                          comment=request.comment)
@@ -284,8 +286,12 @@ def events(answerer: Answerer, question: str, options: dict, reply: dict) -> Ite
                 yield event({}, item.finish_reason, **extras(item.answer))
             else:
                 yield event({"content": item})
-    except ApprentiError as error:
+    except ApprentiError as error:  # the response has begun: the error goes in the stream
         yield f"data: {json.dumps(error_body(str(error)))}\n\n"
+    except Exception as error:
+        from common.crash import log_crash
+        message = log_crash(answerer.assistant.settings.log_file, "serve", error)
+        yield f"data: {json.dumps(error_body(message, kind='server_error'))}\n\n"
     yield "data: [DONE]\n\n"
 
 
