@@ -12,6 +12,9 @@ from common.messages import notice
 from inference.loading import context_window, load_causal_lm
 from inference.locate import ModelSource
 
+# How every backend decodes: a light penalty on repeats (a small model loops without it), nucleus sampling.
+REPETITION_PENALTY, TOP_P = 1.1, 0.95
+
 
 def load_chat_model(settings: Settings, source: ModelSource):
     """`source` on the backend the settings choose: its converted form on ONNX Runtime GenAI, or
@@ -94,8 +97,8 @@ class ChatModel(Prompts):
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         inputs = torch.tensor([input_ids], device=self.model.device)
         arguments = dict(input_ids=inputs, attention_mask=torch.ones_like(inputs), streamer=streamer,
-                         max_new_tokens=max_new_tokens, repetition_penalty=1.1,
-                         **(dict(do_sample=True, temperature=temperature, top_p=0.95) if temperature > 0
+                         max_new_tokens=max_new_tokens, repetition_penalty=REPETITION_PENALTY,
+                         **(dict(do_sample=True, temperature=temperature, top_p=TOP_P) if temperature > 0
                             else dict(do_sample=False)),
                          pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=[Cancel()])
         failure = []

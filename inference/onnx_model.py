@@ -27,12 +27,10 @@ from common.config import Settings
 from common.errors import ApprentiError
 from common.files import file_lock
 from common.messages import notice
-from inference.chat_model import Prompts
+from inference.chat_model import REPETITION_PENALTY, TOP_P, Prompts
 from inference.locate import ModelSource
 
 CONVERSION = "converted.json"
-# The settings of the transformers path, so that both backends answer alike.
-REPETITION_PENALTY, TOP_P = 1.1, 0.95
 
 
 def converted_folder(settings: Settings, source: ModelSource) -> Path:
