@@ -5,18 +5,31 @@ language, without calling the model: a small model asked without context invents
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Sequence
 
 from common.config import Settings
 from common.errors import ApprentiError
+from common.messages import notice
+from inference.decoding import CLOSED_BOOK, GROUNDED
 from store.hybrid_search import Passage
-from store.language import detect_language
+from store.language import detect_language, keyword_terms, words
 
 # Measured on the bundled 135M model: a short user turn with the passages first answers best; a system
 # prompt or passage ids in the text made it drift (ids were echoed as answers).
 PROMPT = "{passages}\n\nUsing the text above, answer briefly: {question}"
+# What follows an answer that names what its passages do not: the passages' own sentence that best matches the
+# question. Measured by bench/decoding.py: a small model rewrites rare names it should copy ("Wexwater" for
+# "Wexmoor") and numbers; the note lets the user see what the knowledge base says.
+NOTES = {
+    "en": ("Not in the passages: {terms}.", "They say: \"{sentence}\""),
+    "fr": ("Absent des passages : {terms}.", "Ils disent : « {sentence} »"),
+}
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+NUMBER = re.compile(r"\d+(?:[\s,.:\u202f]\d+)*")
+MIN_QUESTION_TOKENS = 16  # less of a question than this says too little to be answered
 REFUSALS = {
     "en": "I don't know: nothing in the knowledge base answers this.",
     "fr": "Je ne sais pas : rien dans la base de connaissances ne répond à cette question.",
@@ -38,6 +51,9 @@ class Assistant:
     """The models and the knowledge base, loaded on first use and kept for every later question. Unless it is
     pinned to a model `source` (inference.locate.ModelSource), it follows the champion: after `models use`
     or a promotion, the next question loads the new one, without a restart."""
+
+    # How answers are decoded (inference/decoding.py), from passages and without
+    grounded_decoding, closed_book_decoding = GROUNDED, CLOSED_BOOK
 
     def __init__(self, settings: Settings, source=None, log_answers: bool = True):
         self.settings = settings
@@ -87,10 +103,13 @@ class Assistant:
 
     def ask(self, question: str, k: int | None = None, use_rag: bool = True,
             on_text: Callable[[str], None] = lambda piece: None, sources: list[Passage] | None = None,
-            temperature: float = 0.0, max_new_tokens: int | None = None, stop: Sequence[str] = ()) -> Answer:
+            temperature: float = 0.0, max_new_tokens: int | None = None, stop: Sequence[str] = (),
+            check: bool = True) -> Answer:
         """Answer `question`, passing each piece of the answer to `on_text` as it is generated. `sources`
         already retrieved are used as they are; `temperature` > 0 samples the answer; the answer ends at
-        `max_new_tokens` (at most the settings' length) or before the first of the `stop` texts."""
+        `max_new_tokens` (at most the settings' length) or before the first of the `stop` texts. With `check`, a
+        grounded answer that names what its passages do not is followed by a note that quotes them
+        (grounding_note); not where a client bounds the answer (stop texts, a token budget)."""
         started, first_token = time.perf_counter(), None
         question = question.strip()
         if sources is None:
@@ -104,11 +123,18 @@ class Assistant:
             input_ids, sources = self.fit_prompt(question, sources, use_rag)
             length = min(max_new_tokens or self.answer_tokens, self.answer_tokens)
             pieces = []
-            for piece in until_stop(self.model.stream(input_ids, length, temperature), stop):
+            decoding = self.grounded_decoding if sources else self.closed_book_decoding
+            for piece in until_stop(self.model.stream(input_ids, length, temperature, decoding), stop):
                 first_token = first_token or time.perf_counter() - started
                 pieces.append(piece)
                 on_text(piece)
-            answer = Answer("".join(pieces).strip(), False, self.model.name, sources)
+            text = "".join(pieces).strip()
+            if check and use_rag and not stop and max_new_tokens is None:
+                note = grounding_note(question, text, sources)
+                if note:
+                    on_text(f"\n\n{note}")
+                    text = f"{text}\n\n{note}"
+            answer = Answer(text, False, self.model.name, sources)
         if self.log_answers:
             from monitoring.answer_log import log_answer
             text = {"question": question, "answer": answer.answer} if self.settings.log_answer_text else {}
@@ -122,7 +148,8 @@ class Assistant:
         self.follow_champion()
         room = self.model.context_window - self.answer_tokens
         pieces = []
-        for piece in self.model.stream(self.model.text_ids(text)[-room:], self.answer_tokens):
+        for piece in self.model.stream(self.model.text_ids(text)[-room:], self.answer_tokens,
+                                       decoding=self.closed_book_decoding):
             pieces.append(piece)
             on_text(piece)
         return "".join(pieces)
@@ -133,19 +160,41 @@ class Assistant:
         return min(self.settings.max_new_tokens, self.model.context_window // 2)
 
     def fit_prompt(self, question: str, sources: list[Passage], use_rag: bool) -> tuple[list[int], list[Passage]]:
-        """The prompt's token ids, within the context window less the answer's room: the least relevant
-        passages go first, then the start of an overlong question."""
+        """The prompt's token ids, within the context window less the answer's room. An overlong question gives
+        way first (its middle is left out, down to a quarter of the room while there are passages), then the
+        least relevant passages; the most relevant one always stays, and where even it cannot fit with the
+        question's beginning and end, the question is refused with one message."""
         budget = self.model.context_window - self.answer_tokens
+        asked = question
+        question = self.shortened(question, budget // 4 if sources else budget)
         while True:
             input_ids = self.model.chat_ids(prompt_messages(question, sources, use_rag))
             if len(input_ids) <= budget:
+                if question != asked:
+                    notice(f"the question is long ({len(self.model.text_ids(asked))} tokens): its middle was "
+                           f"left out to fit the model's window")
                 return input_ids, sources
-            if sources:
+            if len(sources) > 1:
                 sources = sources[:-1]
-            elif len(question) < 4:
-                raise ApprentiError("the model's context window is too small for any prompt")
-            else:
-                question = question[len(question) // 4:]
+                continue
+            # The question alone must give way now: to what is left beside the prompt's other words.
+            others = len(self.model.chat_ids(prompt_messages("", sources, use_rag)))
+            shorter = self.shortened(question, budget - others - 2)
+            if budget - others < MIN_QUESTION_TOKENS or shorter == question:
+                what = "the question and its most relevant passage do" if sources else "the question does"
+                raise ApprentiError(f"{what} not fit in the model's {self.model.context_window}-token window: "
+                                    f"ask a shorter question")
+            question = shorter
+
+    def shortened(self, question: str, room: int) -> str:
+        """`question` within `room` tokens: its beginning and its end, the middle left out."""
+        ids = self.model.text_ids(question)
+        if len(ids) <= room:
+            return question
+        half = max(1, (room - 3) // 2)  # 3 tokens for the mark of what was left out
+        def decode(part):
+            return self.model.tokenizer.decode(part, skip_special_tokens=True).strip()
+        return f"{decode(ids[:half])} [...] {decode(ids[-half:])}"
 
 
 def until_stop(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
@@ -182,3 +231,37 @@ def answer_messages(question: str, passages: list[str]) -> list[dict]:
     """The chat turn a question is asked in, with the passages it is answered from: training renders its
     grounded examples with it, so that they are learned exactly as they are asked."""
     return [{"role": "user", "content": PROMPT.format(passages="\n\n".join(passages), question=question)}]
+
+
+def grounding_note(question: str, answer: str, sources: list[Passage]) -> str:
+    """A note for an answer that names or numbers what neither its passages nor the question hold: those
+    terms, and the passages' sentence that best matches the question. Empty where the answer holds none."""
+    grounds = " ".join([question, *(source.text for source in sources)])
+    terms = unsupported_terms(answer, grounds)
+    if not terms:
+        return ""
+    language = detect_language(question)
+    sentence = best_sentence(question, [source.text for source in sources], language)
+    missing, quote = NOTES[language]
+    return f"({missing.format(terms=', '.join(terms))}{' ' + quote.format(sentence=sentence) if sentence else ''})"
+
+
+def unsupported_terms(answer: str, grounds: str) -> list[str]:
+    """The answer's numbers and names (capitalised words, but for a sentence's first) absent from `grounds`."""
+    known_words = set(words(grounds))
+    known_numbers = {re.sub(r"\D", "", number) for number in NUMBER.findall(grounds)}
+    terms = [number for number in NUMBER.findall(answer) if re.sub(r"\D", "", number) not in known_numbers]
+    for sentence in SENTENCE_END.split(answer):
+        terms += [word for word in re.findall(r"[^\W\d_]+", sentence)[1:]
+                  if word[0].isupper() and word.lower() not in known_words]
+    return list(dict.fromkeys(term.strip() for term in terms))
+
+
+def best_sentence(question: str, passages: list[str], language: str) -> str:
+    """The passages' sentence sharing the most keyword stems with the question (the earliest on a tie)."""
+    wanted = set(keyword_terms(question, language))
+    sentences = [sentence.strip() for passage in passages for sentence in SENTENCE_END.split(passage) if sentence.strip()]
+    scored = [(len(wanted & set(keyword_terms(sentence, language))), -rank, sentence)
+              for rank, sentence in enumerate(sentences)]
+    best = max(scored, default=(0, 0, ""))
+    return best[2] if best[0] else ""

@@ -11,7 +11,7 @@ import time
 from common.config import Settings
 from common.errors import ApprentiError
 
-QUESTION = "What is the capital of France?"
+QUESTION = "Who wrote Romeo and Juliet?"
 
 
 def main(argv: list[str] | None = None) -> int:

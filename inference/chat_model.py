@@ -9,11 +9,9 @@ from pathlib import Path
 from common.config import Settings
 from common.errors import ApprentiError
 from common.messages import notice
+from inference.decoding import CLOSED_BOOK, Decoding, adjust
 from inference.loading import context_window, load_causal_lm
 from inference.locate import ModelSource
-
-# How every backend decodes: a light penalty on repeats (a small model loops without it), nucleus sampling.
-REPETITION_PENALTY, TOP_P = 1.1, 0.95
 
 
 def load_chat_model(settings: Settings, source: ModelSource):
@@ -81,25 +79,34 @@ class ChatModel(Prompts):
     def context_window(self) -> int:
         return context_window(self.model)
 
-    def stream(self, input_ids: list[int], max_new_tokens: int, temperature: float = 0.0):
-        """Yield the continuation of `input_ids` piece by piece: greedy, or sampled when `temperature` > 0.
-        Generation runs in a thread; closing the generator early (Ctrl-C, a consumer that stops) cancels it
-        at the next token."""
+    def stream(self, input_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
+               decoding: Decoding | None = None):
+        """Yield the continuation of `input_ids` piece by piece: greedy, or sampled when `temperature` > 0,
+        as `decoding` says (by default CLOSED_BOOK: no passages to copy). Generation runs
+        in a thread; closing the generator early (Ctrl-C, a consumer that stops) cancels it at the next token."""
         import torch
-        from transformers import StoppingCriteria, TextIteratorStreamer
+        from transformers import LogitsProcessor, StoppingCriteria, TextIteratorStreamer
 
         cancelled = threading.Event()
+        decoding, prompt = decoding or CLOSED_BOOK, list(input_ids)
 
         class Cancel(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
                 return cancelled.is_set()
 
+        class Adjust(LogitsProcessor):  # inference.decoding's adjustment, as the ONNX backend applies it
+            def __call__(self, input_ids, scores):
+                logits = scores[0].float().numpy().copy()
+                adjust(logits, prompt, input_ids[0, len(prompt):].tolist(), decoding)
+                return torch.from_numpy(logits)[None].to(scores.dtype)
+
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         inputs = torch.tensor([input_ids], device=self.model.device)
         arguments = dict(input_ids=inputs, attention_mask=torch.ones_like(inputs), streamer=streamer,
-                         max_new_tokens=max_new_tokens, repetition_penalty=REPETITION_PENALTY,
-                         **(dict(do_sample=True, temperature=temperature, top_p=TOP_P) if temperature > 0
+                         max_new_tokens=max_new_tokens,
+                         **(dict(do_sample=True, temperature=temperature, top_p=decoding.top_p) if temperature > 0
                             else dict(do_sample=False)),
+                         logits_processor=[Adjust()] if decoding.adjusts else None,
                          pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=[Cancel()])
         failure = []
 

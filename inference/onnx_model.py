@@ -27,7 +27,8 @@ from common.config import Settings
 from common.errors import ApprentiError
 from common.files import file_lock
 from common.messages import notice
-from inference.chat_model import REPETITION_PENALTY, TOP_P, Prompts
+from inference.chat_model import Prompts
+from inference.decoding import CLOSED_BOOK, Decoding, adjust
 from inference.locate import ModelSource
 
 CONVERSION = "converted.json"
@@ -130,19 +131,26 @@ class OnnxChatModel(Prompts):
         self.device, self.dtype = "cpu", self.conversion(folder).get("precision", "onnx")
         self.load_seconds = time.perf_counter() - started
 
-    def stream(self, input_ids: list[int], max_new_tokens: int, temperature: float = 0.0):
-        """Yield the continuation of `input_ids` piece by piece: greedy, or sampled when `temperature` > 0.
-        Each token is made when the consumer asks for it, so a consumer that stops (Ctrl-C) stops it."""
+    def stream(self, input_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
+               decoding: Decoding | None = None):
+        """Yield the continuation of `input_ids` piece by piece: greedy, or sampled when `temperature` > 0,
+        as `decoding` says (by default CLOSED_BOOK: no passages to copy). Each token is made
+        when the consumer asks for it, so a consumer that stops (Ctrl-C) stops it."""
         import onnxruntime_genai as og
+        decoding = decoding or CLOSED_BOOK
         params = og.GeneratorParams(self.model)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=TOP_P) if temperature > 0 else {}
-        params.set_search_options(max_length=len(input_ids) + max_new_tokens, repetition_penalty=REPETITION_PENALTY,
-                                  **sampling)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=decoding.top_p) if temperature > 0 else {}
+        params.set_search_options(max_length=len(input_ids) + max_new_tokens, **sampling)
         generator = og.Generator(self.model, params)
         generator.append_tokens(input_ids)
-        pieces = self.decoder.create_stream()
+        pieces, answer = self.decoder.create_stream(), []
         while not generator.is_done():
+            if decoding.adjusts:  # the runtime's own penalty would count the prompt's tokens too
+                logits = generator.get_logits()
+                adjust(logits.reshape(-1), input_ids, answer, decoding)
+                generator.set_logits(logits)
             generator.generate_next_token()
-            piece = pieces.decode(generator.get_next_tokens()[0])
+            answer.append(int(generator.get_next_tokens()[0]))
+            piece = pieces.decode(answer[-1])
             if piece:
                 yield piece

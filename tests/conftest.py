@@ -28,6 +28,9 @@ def home(tmp_path, monkeypatch) -> Path:
     # Tiny models answer through transformers (the plumbing); the real model through the default, fast
     # backend (see real_model).
     monkeypatch.setenv("APPRENTI_BACKEND", "transformers")
+    # A tiny model reads 128 tokens: short answers leave room for a prompt with its passages, which always
+    # keeps its most relevant one (the real model answers at the default length, see real_model).
+    monkeypatch.setenv("APPRENTI_MAX_NEW_TOKENS", "16")
     for variable in ("APPRENTI_BASE_MODEL", "APPRENTI_EMBEDDING_MODEL", "APPRENTI_RELEVANCE_THRESHOLD",
                      "LC_ALL", "LC_MESSAGES"):
         monkeypatch.delenv(variable, raising=False)
@@ -65,6 +68,7 @@ def bundled_models(tmp_path_factory) -> Path:
 def real_model(home, bundled_models, monkeypatch) -> Path:
     """The test's data dir, set up to use the real bundled model without converting it again."""
     monkeypatch.delenv("APPRENTI_BACKEND")  # the default: answers as a user gets them
+    monkeypatch.delenv("APPRENTI_MAX_NEW_TOKENS")
     (home / "models").mkdir()  # the test's own versions go here; the converted models are shared
     for converted in bundled_models.iterdir():
         (home / "models" / converted.name).symlink_to(converted, target_is_directory=True)
@@ -184,3 +188,15 @@ def browser(chromium):
     driver = webdriver.Chrome(service=Service(chromium[1]), options=options)
     yield driver
     driver.quit()
+
+
+def short_qa_set(home: Path) -> None:
+    """Two questions of the shipped set, one to answer and one to refuse, their passages cut to 40 words (a
+    tiny model reads 128 tokens), as the user's own set: what the gate's tests on tiny models judge on."""
+    import json
+    lines = (ROOT / "evaluation" / "qa_set.jsonl").read_text().splitlines()  # answerable first, then not
+    rows = [json.loads(line) for line in (lines[0], lines[-1])]
+    (home / "data").mkdir(exist_ok=True)
+    (home / "data" / "eval_qa.jsonl").write_text("".join(
+        json.dumps({**row, "context": " ".join(row["context"].split()[:40])} if "context" in row else row) + "\n"
+        for row in rows))

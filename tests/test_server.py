@@ -50,7 +50,7 @@ def test_a_question_is_answered_with_its_sources_whole_and_streamed(api, client)
     assert [model.id for model in client.models.list()] == ["apprenti", "base"]
     completion = client.chat.completions.create(model="apprenti", messages=[{"role": "user", "content": QUESTION}])
     assert "Pim" in completion.choices[0].message.content
-    assert completion.choices[0].finish_reason in ("stop", "length")  # the model's end, or max_new_tokens
+    assert completion.choices[0].finish_reason == "stop"  # a one-sentence answer, well within its 48 tokens
     assert completion.model_extra["refused"] is False
     assert completion.model_extra["sources"][0]["id"] == "mascot#0"
 
@@ -77,9 +77,9 @@ def test_stop_max_tokens_temperature_and_the_base_model(client):
     assert "heron" not in stopped.choices[0].message.content and stopped.choices[0].finish_reason == "stop"
     assert client.chat.completions.create(temperature=0.8, **ask).choices[0].message.content
     plain = client.chat.completions.create(model="base", messages=[{"role": "user", "content":
-                                                                     "What is the capital of France?"}],
+                                                                     "Who wrote Romeo and Juliet?"}],
                                            extra_body={"rag": False})
-    assert "Paris" in plain.choices[0].message.content and plain.model_extra["sources"] == []
+    assert "Shakespeare" in plain.choices[0].message.content and plain.model_extra["sources"] == []
 
 
 def test_langchain_chat_openai_talks_to_it(api):
