@@ -3,11 +3,15 @@
     python evaluate_model.py [--version ID] [--qa PATH] [--json]      (the same as: python cli_app.py evaluate)
 
 Metrics (null where there is nothing to measure them on):
+  answer_contains                   answers to answerable questions that contain a reference (right, whatever
+                                    their length); the gate judges answers by it
   answer_f1, exact_match, rouge_l   the answers to answerable questions against their references
   supported                         the share of an answer's words found in the passages it came from
-  refusal_accuracy                  answerable questions answered and unanswerable ones refused, together
+  refusal_accuracy                  answerable questions answered and unanswerable ones refused (by retrieval
+                                    or in the model's words), together
   answered_rightly, refused_rightly the two halves of it
-  recall_at_k, mrr                  the knowledge base's search over the set's passages
+  recall_at_k, mrr                  the knowledge base's search: over the set's passages for questions with a
+                                    context, over the user's knowledge base for the others
   ppl_learning, ppl_general         perplexity on learning_data.txt (learned) and a general text (forgotten?)
   facts_recalled                    taught entries whose last words the model completes (as `complete`)
   preference_accuracy               test pairs of data/dataset_rlhf.jsonl where the chosen answer is likelier

@@ -3,7 +3,6 @@ and what it may have forgotten. `evaluate_model.py` and `cli_app.py evaluate` ar
 """
 from __future__ import annotations
 
-import hashlib
 import statistics
 import tempfile
 import time
@@ -15,6 +14,7 @@ from common.config import Settings
 from common.errors import ApprentiError
 from evaluation import metrics
 from evaluation.qa_set import SHIPPED_QA, Question, read_qa_set
+from store.documents import content_hash
 
 FACT_TAIL = 0.25  # the share of a taught entry's words held back: recalled if the completion gives them
 RECALL_F1 = 0.5  # a held-back tail counts as recalled at this token F1 or more
@@ -43,34 +43,40 @@ def evaluate(settings: Settings, qa_path: Path | None = None,
     # Perplexities and log-probabilities come from the weights themselves (transformers); answers and the
     # recall of taught facts from the model as it answers (its converted form on the fast backend).
     weights = assistant.model if assistant.model.backend == "transformers" else ChatModel(assistant.model.source)
-    scores = {**answer_scores(rows), **retrieval_scores(settings, questions, assistant.settings.top_k),
+    knowledge_base = assistant.knowledge_base
+    scores = {**answer_scores(rows), **retrieval_scores(questions, assistant.settings.top_k, knowledge_base),
               **language_scores(settings, assistant.model, weights),
               "preference_accuracy": preference_accuracy(settings, weights)}
     return {"model": assistant.model.name, "version": assistant.model.version, "qa_set": str(qa_path),
-            "inputs": evaluation_inputs(settings, qa_path), "questions": len(questions), "skipped_lines": problems,
-            "metrics": scores, "answers": rows,
+            "inputs": evaluation_inputs(settings, qa_path, knowledge_base), "questions": len(questions),
+            "skipped_lines": problems, "metrics": scores, "answers": rows,
             "seconds": round(time.perf_counter() - started, 1),
             "evaluated_at": datetime.now().isoformat(timespec="seconds")}
 
 
 def score_question(assistant, question: Question) -> dict:
-    """Answer as `ask` does (from the given context, else from the knowledge base) and score the answer."""
+    """Answer as `ask` does (from the given context, else from the user's knowledge base) and score the
+    answer. A refusal is the assistant's (nothing retrieved) or the model's, in words."""
     from store.hybrid_search import Passage
     sources = None
     if question.context:
         doc_id = question.doc_ids[0] if question.doc_ids else "context"
         sources = [Passage(f"{doc_id}#0", doc_id, 1.0, question.context, "qa set")]
     started = time.perf_counter()
-    answer = assistant.ask(question.question, sources=sources)
-    row = {"question": question.question, "answer": answer.answer, "refused": answer.refused,
+    # The model's own answer, without the note that quotes the passages after an unsupported one: a model that
+    # has lost the facts must not be credited with the passages' words.
+    answer = assistant.ask(question.question, sources=sources, check=False)
+    refused = answer.refused or metrics.is_refusal(answer.answer)
+    row = {"question": question.question, "answer": answer.answer, "refused": refused,
            "answerable": question.answerable, "seconds": round(time.perf_counter() - started, 2)}
-    if question.answerable and not answer.refused:
+    if question.answerable and not refused:
         row |= {"exact_match": metrics.exact_match(answer.answer, question.answers),
                 "answer_f1": metrics.token_f1(answer.answer, question.answers),
                 "rouge_l": metrics.rouge_l(answer.answer, question.answers),
+                "answer_contains": metrics.answer_contains(answer.answer, question.answers),
                 "supported": metrics.supported(answer.answer, [s.text for s in answer.sources])}
     elif question.answerable:  # a refusal of an answerable question scores nothing
-        row |= {"exact_match": 0.0, "answer_f1": 0.0, "rouge_l": 0.0}
+        row |= {"exact_match": 0.0, "answer_f1": 0.0, "rouge_l": 0.0, "answer_contains": 0.0}
     return row
 
 
@@ -86,25 +92,31 @@ def answer_scores(rows: list[dict]) -> dict:
     return {"exact_match": mean(row["exact_match"] for row in answerable),
             "answer_f1": mean(row["answer_f1"] for row in answerable),
             "rouge_l": mean(row["rouge_l"] for row in answerable),
+            "answer_contains": mean(row["answer_contains"] for row in answerable),
             "supported": mean(row.get("supported") for row in answerable),
             "answered_rightly": mean(not row["refused"] for row in answerable),
             "refused_rightly": mean(row["refused"] for row in unanswerable),
             "refusal_accuracy": mean(right)}
 
 
-def retrieval_scores(settings: Settings, questions: list[Question], k: int) -> dict:
-    """recall@k and MRR of the knowledge base's search over the set's own passages (a temporary store of
-    the contexts, each a document), for the questions that name their gold documents."""
+def retrieval_scores(questions: list[Question], k: int, knowledge_base) -> dict:
+    """recall@k and MRR of the knowledge base's search, for the questions that name their gold documents,
+    each searched where it is answered from: a question with a context over a temporary store of the set's
+    contexts (each a document), one without over the user's `knowledge_base`."""
     from knowledge_base import KnowledgeBase
-    from store.vector_store import embeddings_for
-    gold = [question for question in questions if question.context and question.doc_ids]
+    given = [question for question in questions if question.context and question.doc_ids]
+    from_user = [question for question in questions if not question.context and question.doc_ids]
+    gold = given + from_user
     if not gold:
         return {"recall_at_k": None, "mrr": None}
-    with tempfile.TemporaryDirectory(prefix="apprenti-eval-store-") as folder:
-        store = KnowledgeBase(Path(folder), embeddings_for(settings))
-        for doc_id, context in {question.doc_ids[0]: question.context for question in gold}.items():
-            store.add(context, doc_id)
-        ranked = [[passage.doc_id for passage in store.search(question.question, 10)] for question in gold]
+    ranked = []
+    if given:
+        with tempfile.TemporaryDirectory(prefix="apprenti-eval-store-") as folder:
+            store = KnowledgeBase(Path(folder), lambda: knowledge_base.embeddings)
+            for doc_id, context in {question.doc_ids[0]: question.context for question in given}.items():
+                store.add(context, doc_id)
+            ranked += [[passage.doc_id for passage in store.search(question.question, 10)] for question in given]
+    ranked += [[passage.doc_id for passage in knowledge_base.search(question.question, 10)] for question in from_user]
     return {"recall_at_k": mean(metrics.recall_at(r, q.doc_ids, k) for r, q in zip(ranked, gold)),
             "mrr": mean(metrics.reciprocal_rank(r, q.doc_ids) for r, q in zip(ranked, gold))}
 
@@ -158,11 +170,13 @@ def answer_log_probability(chat_model, prompt: list[dict], answer: str) -> float
     return float(log_probs[-len(answer_ids):].sum())
 
 
-def evaluation_inputs(settings: Settings, qa_path: Path) -> dict:
+def evaluation_inputs(settings: Settings, qa_path: Path, knowledge_base) -> dict:
     """What a report's figures depend on besides the model: two reports on equal inputs compare fairly, and
-    the champion's report is reused by the gate while they hold."""
+    the champion's report is reused by the gate while they hold. The knowledge base is one: questions without
+    a context are answered and refused from it."""
     return {"qa_sha256": file_hash(qa_path), "learning_sha256": file_hash(settings.learning_data),
             "pairs_sha256": file_hash(settings.rlhf_test_split),
+            "knowledge_base_sha256": knowledge_base_hash(knowledge_base),
             "settings": {name: str(getattr(settings, name)) for name in
                          ("base_model", "embedding_model", "top_k", "relevance_threshold", "max_new_tokens",
                           "backend")}}
@@ -174,6 +188,13 @@ def rounded(value: float | None) -> float | None:
 
 def file_hash(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return content_hash(path.read_bytes())
     except FileNotFoundError:
         return None
+
+
+def knowledge_base_hash(knowledge_base) -> str:
+    """Of the documents the knowledge base holds: their ids, content hashes and chunk counts, read from the
+    chunks' metadata (no text, no vectors)."""
+    return content_hash("\n".join(f"{record.doc_id} {record.hash} {record.chunks}"
+                                   for record in knowledge_base.documents().values()))

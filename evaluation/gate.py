@@ -28,10 +28,14 @@ class Threshold:
         return max(self.absolute, self.relative * abs(champion))
 
 
+# Answers are judged by whether they are still right (they carry a reference), never by how many of their
+# words are copied: answer F1 and "supported" fall when a user teaches a taste ("Good question! ..."), whose
+# words are in no reference and no passage, and the gate would refuse what the user asked for.
 DEFAULT_THRESHOLDS = (
-    Threshold("answer_f1", True, absolute=0.05),
+    # One answer in twenty: the shipped set's 24 answerable questions may lose one right answer to the
+    # changed wording of a run that learns (greedy answers flip when the weights move), never two.
+    Threshold("answer_contains", True, absolute=0.05),
     Threshold("refusal_accuracy", True, absolute=0.05),
-    Threshold("supported", True, absolute=0.15),
     Threshold("facts_recalled", True, absolute=0.0),
     Threshold("ppl_general", False, absolute=0.0, relative=0.5),
     Threshold("preference_accuracy", True, absolute=0.10),
@@ -109,7 +113,8 @@ def publish_through_gate(settings: Settings, version_id: str, partial: Path, man
 
 
 def reusable_report(settings: Settings, version_id: str, inputs: dict) -> dict | None:
-    """The version's last evaluation report, if it was made on the same `inputs` (set, data, settings)."""
+    """The version's last evaluation report, if it was made on the same `inputs` (set, data, knowledge base,
+    settings)."""
     from evaluation.reports import read_report
     saved = read_report(settings, version_id)
     return saved if saved and saved.get("inputs") == inputs else None

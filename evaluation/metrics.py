@@ -2,7 +2,7 @@
 
 Answers are compared as SQuAD does (lower case, punctuation and articles dropped, white space folded), in
 English and French; no remote judge: "supported" is the share of the answer's words found in the passages
-it was made from.
+it was made from, and "answer_contains" says whether an answer of any length carries a reference.
 """
 from __future__ import annotations
 
@@ -11,13 +11,30 @@ import string
 import unicodedata
 from collections import Counter
 
+THOUSANDS = re.compile(r"(?<=\d)\s+(?=\d{3}\b)")
+DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
 ARTICLES = re.compile(r"\b(a|an|the|le|la|les|l|un|une|des|du|de)\b")
-REFUSAL_OPENINGS = ("i don't know", "je ne sais pas")
+# A refusal in words opens a sentence: the assistant's own (rag_module.REFUSALS) and what chat models say
+# when the passages do not answer. "Not" alone is no refusal ("Anne did not go" answers a question).
+REFUSAL = re.compile("|".join([
+    r"i (don't|do not|dont) know\b",
+    r"(i can't|i cannot|i can not|i'm unable to|i am unable to) (answer|tell|say|find)\b",
+    r"(i'm |i am )?sorry,? (but )?(i|there|the (text|passages?|context))\b[^.!?]*(n't|\bnot|\bno|\bcannot|\bunable)\b",
+    r"(the|this) (text|passages?|context) (does|do|did)( not|n't) (say|mention|provide|contain|give|specify|state)\b",
+    r"there is no (information|mention)\b",
+    r"je ne (sais|peux) pas\b",
+    r"(je suis )?désolée?,? (mais )?(je|j'|il|le texte|les passages?|le contexte)"
+    r"[^.!?]*\b(ne|n')[^.!?]*\bpas\b",
+    r"(le texte|les passages?|le contexte) ne (dit|disent|mentionnen?t?|précisen?t?|donnen?t?) pas\b",
+    r"il n'y a (pas|aucune) (d')?information",
+]))
 
 
 def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text.lower()).replace("’", "'")
     text = "".join(" " if character in string.punctuation else character for character in text)
+    # Numbers written either way meet: "1 450" and "1,240" (thousands) as "1450" and "1240", "22h" as "22 h".
+    text = THOUSANDS.sub("", DIGIT_LETTER.sub(" ", text))
     return " ".join(ARTICLES.sub(" ", text).split())
 
 
@@ -69,8 +86,17 @@ def supported(answer: str, passages: list[str]) -> float:
     return sum(word in available for word in words) / len(words)
 
 
+def answer_contains(answer: str, references: list[str]) -> float:
+    """1.0 when the answer holds a reference as a run of whole words (normalised): right whatever its length."""
+    padded = f" {normalize(answer)} "
+    return float(any(normalize(reference) and f" {normalize(reference)} " in padded for reference in references))
+
+
 def is_refusal(answer: str) -> bool:
-    return answer.strip().lower().replace("’", "'").startswith(REFUSAL_OPENINGS)
+    """The answer says it cannot answer, in its first or second sentence (after a taught opening such as
+    "Good question!"), in English or French."""
+    text = unicodedata.normalize("NFKC", answer.strip().lower()).replace("’", "'")
+    return any(REFUSAL.match(sentence) for sentence in re.split(r"(?<=[.!?])\s+", text)[:2])
 
 
 def reciprocal_rank(ranked_doc_ids: list[str], gold: list[str]) -> float:

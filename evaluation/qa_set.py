@@ -3,8 +3,9 @@
     {"question": ..., "answers": [...], "context": "...", "doc_ids": [...]}
 
 `answers` are the acceptable reference answers; an empty list means the question cannot be answered and the
-right output is a refusal. `context` (optional) is the passage to answer from; without it the knowledge base
-is searched, as `ask` does. `doc_ids` (optional) are the gold documents, for the retrieval scores.
+right output is a refusal. `context` (optional) is the passage to answer from; without it the user's
+knowledge base is searched, as `ask` does. `doc_ids` (optional) are the gold documents, for the retrieval
+scores: ids of the set's contexts, or of the user's knowledge base for a question without a context.
 """
 from __future__ import annotations
 

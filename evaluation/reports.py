@@ -8,8 +8,8 @@ from pathlib import Path
 from common.config import Settings
 from common.files import write_whole
 
-RATES = ("answer_f1", "exact_match", "rouge_l", "supported", "refusal_accuracy", "recall_at_k", "mrr",
-         "facts_recalled", "preference_accuracy")  # metrics between 0 and 1, plotted on one axis
+RATES = ("answer_contains", "answer_f1", "exact_match", "rouge_l", "supported", "refusal_accuracy", "recall_at_k",
+         "mrr", "facts_recalled", "preference_accuracy")  # metrics between 0 and 1, plotted on one axis
 PERPLEXITIES = ("ppl_learning", "ppl_general")
 
 
@@ -45,10 +45,11 @@ def markdown(report: dict, against: dict | None) -> str:
         lines += ["| metric | value |", "| --- | --- |"]
         lines += [f"| {name} | {shown(value)} |" for name, value in report["metrics"].items()]
     weakest = sorted((row for row in report["answers"] if row["answerable"] and "answer_f1" in row),
-                     key=lambda row: row["answer_f1"])[:5]
+                     key=lambda row: (row.get("answer_contains", 0.0), row["answer_f1"]))[:5]
     if weakest:
         lines += ["", "## Weakest answers", ""]
-        lines += [f"- {row['question']} → {row['answer'][:200]!r} (F1 {row['answer_f1']:.2f})" for row in weakest]
+        lines += [f"- {row['question']} → {row['answer'][:200]!r} ({'has' if row.get('answer_contains') else 'lacks'} "
+                  f"the answer, F1 {row['answer_f1']:.2f})" for row in weakest]
     lines += [f"- skipped {problem}" for problem in report["skipped_lines"]]
     return "\n".join(lines) + "\n"
 

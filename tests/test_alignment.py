@@ -11,7 +11,7 @@ import pytest
 
 from common.config import Settings
 from common.errors import ApprentiError
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, short_qa_set
 from evaluation import gate
 from evaluation.gate import Threshold
 from inference.versions import BASE, Versions
@@ -177,15 +177,27 @@ def test_the_reward_model_is_versioned_and_scores_answers(feedback_data, capsys)
     from cli_app import main
     from alignment.reward import train_reward
     settings = feedback_data
-    first = train_reward(settings, LearnConfig(**FAST), lambda event: None)
+    # The pairs differ by their answers alone. A model trained on them, then one from the same start on the
+    # same pairs reversed, each rank every held-out pair their way: an untrained head ranks both sets
+    # alike, so the training did it.
+    config = LearnConfig(**{**FAST, "steps": 6}, learning_rate=2e-2)
+    first = train_reward(settings, config, lambda event: None)
     rewards = Versions(settings, "reward")
     assert first["verdict"] == "promoted" and rewards.champion() == first["id"]
-    assert 0 <= first["metrics"]["pairwise_accuracy"] <= 1 and first["data"]["train_pairs"] > 4
-    second = train_reward(settings, LearnConfig(**FAST, seed=1), lambda event: None)
-    assert second["gate"]["champion"] == first["id"]  # judged against the one in use, on the same pairs
+    assert first["metrics"] == {"pairwise_accuracy": 1.0, "measured_on": "held-out pairs"}
+    assert first["data"]["train_pairs"] > 4 and first["data"]["held_out_pairs"] > 0
+    write_jsonl(settings.rlhf_dataset, [{**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]}
+                                        for pair in preference_rows(24)])
+    second = train_reward(settings, config, lambda event: None)
+    # Judged against the one in use on the same held-out pairs, which it ranks the other way.
+    assert second["gate"] == {"champion": first["id"], "champion_accuracy": 0.0, "noise": 0.05}
+    assert second["metrics"]["pairwise_accuracy"] == 1.0 and rewards.champion() == second["id"]
     capsys.readouterr()
-    assert main(["score", "--question", "How many moons does planet 3 have?", "--answer", "In short: 3."]) == 0
-    float(capsys.readouterr().out.strip())
+    scored = {}
+    for answer in ("In short: 3.", "Planet 3 has moons."):
+        assert main(["score", "--question", "How many moons does planet 3 have?", "--answer", answer]) == 0
+        scored[answer] = float(capsys.readouterr().out.strip())
+    assert scored["Planet 3 has moons."] > scored["In short: 3."], scored
     assert main(["score", "--question", "Q?", "--answer", "A", "--context-id", "nowhere#0"]) == 1
     assert "no chunk or document nowhere#0" in capsys.readouterr().err
 
@@ -196,8 +208,7 @@ def test_sft_and_dpo_candidates_go_through_the_gate(feedback_data, home, monkeyp
     refusing real SFT and DPO runs that forget, on the bundled model."""
     monkeypatch.setenv("APPRENTI_GATE", "true")
     monkeypatch.setenv("APPRENTI_MAX_NEW_TOKENS", "8")
-    lines = (ROOT / "evaluation" / "qa_set.jsonl").read_text().splitlines()
-    (home / "data" / "eval_qa.jsonl").write_text("\n".join([lines[0], lines[-1]]) + "\n")
+    short_qa_set(home)
     # Perplexity on general text would have to fall to zero: no model does.
     monkeypatch.setattr(gate, "DEFAULT_THRESHOLDS", (Threshold("ppl_general", False, absolute=-1e9, relative=-1.0),))
     settings = Settings.load()

@@ -19,6 +19,13 @@ from training.learning_data import append_entry, read_entries
 FAST = dict(epochs=1, min_steps=6, batch_size=2, learning_rate=1e-2)
 
 
+def file_hashes(folder) -> dict[str, str]:
+    """Every file under `folder`, by its path there, with the hash of its bytes: what changed, and what appeared."""
+    import hashlib
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
 def teach(settings, *entries):
     for entry in entries:
         append_entry(settings.learning_data, entry)
@@ -37,7 +44,7 @@ def test_config_validation_names_every_bad_field():
 def test_lora_trains_adapters_only_lowers_perplexity_and_records_its_run(tiny_model):
     settings = Settings.load()
     teach(settings, "The Zorblax guild password is tangerine-47.", "Pim the heron is blue.\nIt lives by a lake.")
-    base_file = (tiny_model / "model.safetensors").read_bytes()
+    base_files = file_hashes(tiny_model)
     events = []
     manifest = train(settings, FineTuneConfig(**FAST), events.append)
     assert [e["event"] for e in events] == ["start"] + ["step"] * 6
@@ -60,7 +67,7 @@ def test_lora_trains_adapters_only_lowers_perplexity_and_records_its_run(tiny_mo
     assert any(tensor.abs().sum() > 0 for name, tensor in adapters.items() if "lora_B" in name)
     # The base weights stay as they were: only the adapters are saved, and the base folder is untouched.
     assert not list(settings.finetuned_dir.glob("model*.safetensors"))
-    assert (tiny_model / "model.safetensors").read_bytes() == base_file
+    assert file_hashes(tiny_model) == base_files and "model.safetensors" in base_files
 
 
 def test_unchanged_data_and_settings_train_nothing_and_a_change_of_either_trains_again(tiny_model):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from common.config import Settings
-from conftest import ROOT, free_port, run_cli, wait_for_port
+from conftest import free_port, run_cli, short_qa_set, wait_for_port
 from evaluation import gate
 from evaluation.gate import Threshold, explain, judge
 from fine_tune_model import FineTuneConfig, train
@@ -19,12 +19,10 @@ FAST = dict(epochs=1, min_steps=4, batch_size=2, learning_rate=1e-2)
 
 @pytest.fixture
 def gated(tiny_model, home, monkeypatch):
-    """The gate on, judging on two questions of the shipped set with short answers."""
+    """The gate on, judging on two short questions of the shipped set with short answers."""
     monkeypatch.setenv("APPRENTI_GATE", "true")
     monkeypatch.setenv("APPRENTI_MAX_NEW_TOKENS", "8")
-    lines = (ROOT / "evaluation" / "qa_set.jsonl").read_text().splitlines()  # answerable first, then not
-    (home / "data").mkdir()
-    (home / "data" / "eval_qa.jsonl").write_text("\n".join([lines[0], lines[-1]]) + "\n")
+    short_qa_set(home)
     append_entry(Settings.load().learning_data, "The Zorblax guild password is tangerine-47.")
     return home
 
@@ -44,6 +42,51 @@ def test_each_metric_may_worsen_by_its_absolute_or_relative_allowance():
         {"metric": "answer_f1", "champion": 0.5, "candidate": 0.5, "worsening": 0.0, "allowed": 0.05, "passed": True}]
 
 
+class Replaying:
+    """An assistant that answers each question as `answer(question)` says, as if its model had: no model."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def ask(self, question, sources=None, **options):
+        from rag_module import Answer
+        return Answer(self.answer(question), False, "replayed", sources or [])
+
+
+def answer_scores_of(answer) -> dict:
+    """The answer metrics the gate judges, on the whole shipped set, of an assistant answering as `answer`."""
+    from evaluation.evaluate import answer_scores, score_question
+    from evaluation.qa_set import SHIPPED_QA, read_qa_set
+    questions, _ = read_qa_set(SHIPPED_QA)
+    return answer_scores([score_question(Replaying(answer), question) for question in questions])
+
+
+def test_a_taught_taste_that_keeps_answers_right_is_promoted_and_a_run_that_loses_facts_is_refused():
+    from evaluation.qa_set import SHIPPED_QA, read_qa_set
+    from rag_module import REFUSALS
+    references = {q.question: next(a for a in q.answers if a.lower() in q.context.lower())
+                  for q in read_qa_set(SHIPPED_QA)[0] if q.answerable}
+    lost = sorted(references)[:2]
+    champion = answer_scores_of(lambda question: references.get(question, REFUSALS["en"]))
+    # Every answer opens with the phrase the user taught and keeps its fact; refusals are in words now.
+    taste = answer_scores_of(lambda question: f"Good question! It is {references[question]}, I believe."
+                             if question in references else "Good question! I don't know.")
+    passed, findings = judge(taste, champion)
+    assert passed, explain(findings)
+    assert taste["answer_contains"] == champion["answer_contains"] == 1.0 and taste["refusal_accuracy"] == 1.0
+    # What the gate judged before: the copied words fell, and it refused what the user asked for.
+    copied = (Threshold("answer_f1", True, absolute=0.05), Threshold("supported", True, absolute=0.15))
+    assert explain(judge(taste, champion, copied)[1]).count("allowed") == 2
+    # The same taste with one right answer lost is noise on 24 questions; with two it is a run that forgets.
+    for forgotten, verdict in ((lost[:1], True), (lost, False)):
+        forgetting = answer_scores_of(lambda question: "Good question! I believe so." if question in forgotten
+                                      else f"Good question! It is {references[question]}."
+                                      if question in references else "Good question! I don't know.")
+        passed, findings = judge(forgetting, champion)
+        assert passed == verdict, explain(findings)
+    assert explain(findings).startswith("answer_contains 1 -> 0.9167 ")
+
+
 def test_a_candidate_that_passes_becomes_the_champion_with_its_reports(gated, home):
     settings = Settings.load()
     events = []
@@ -51,7 +94,7 @@ def test_a_candidate_that_passes_becomes_the_champion_with_its_reports(gated, ho
     evaluated = {(event["model"], event["stage"]) for event in events if event["event"] == "evaluate"}
     assert evaluated == {("candidate", "questions"), ("champion", "questions")}
     assert manifest["gate"]["champion"] == BASE and manifest["verdict"] == "promoted", manifest["gate"]
-    assert {f["metric"] for f in manifest["gate"]["findings"]} >= {"answer_f1", "refusal_accuracy", "ppl_general"}
+    assert {f["metric"] for f in manifest["gate"]["findings"]} >= {"answer_contains", "refusal_accuracy", "ppl_general"}
     assert Versions(settings).champion() == manifest["id"]
     for version in (BASE, manifest["id"]):
         report = json.loads((home / "reports" / version / "report.json").read_text())
