@@ -128,13 +128,13 @@ class Assistant:
                 first_token = first_token or time.perf_counter() - started
                 pieces.append(piece)
                 on_text(piece)
-            text = "".join(pieces).strip()
+            said = "".join(pieces).strip()
             if check and use_rag and not stop and max_new_tokens is None:
-                note = grounding_note(question, text, sources)
+                note = grounding_note(question, said, sources)
                 if note:
                     on_text(f"\n\n{note}")
-                    text = f"{text}\n\n{note}"
-            answer = Answer(text, False, self.model.name, sources)
+                    said = f"{said}\n\n{note}"
+            answer = Answer(said, False, self.model.name, sources)
         if self.log_answers:
             from monitoring.answer_log import log_answer
             text = {"question": question, "answer": answer.answer} if self.settings.log_answer_text else {}

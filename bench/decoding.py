@@ -44,7 +44,7 @@ GENERAL = [
 ]
 # name: (decoding, whether the answer is checked against its passages: rag_module.grounding_note)
 GROUNDED = {
-    "before": (Decoding(repetition_penalty=1.1), False),  # on prompt and answer, as the libraries do (see run)
+    "before": (Decoding(repetition_penalty=1.1), False),  # on prompt and answer, as the libraries do (penalising_the_prompt)
     "none": (Decoding(), False),
     "penalty 1.1": (Decoding(repetition_penalty=1.1), False),
     "penalty 1.2": (Decoding(repetition_penalty=1.2), False),
@@ -109,21 +109,23 @@ def grounded(candidate: str, assistant, invented: list[dict], qa: list) -> dict:
         rag_module.grounding_note = lambda question, answer, sources: ""
     started = time.perf_counter()
     carried, french, rows = [], [], []
-    with penalising_the_prompt(candidate):
-        for document in invented:
-            answer = assistant.ask(document["question"]).answer
-            right = bool(metrics.answer_contains(answer, [document["answer"]]))
-            carried.append(right)
-            if document["language"] == "fr":
-                french.append(right and detect_language(answer) == "fr")
-            rows.append({"id": document["id"], "answer": answer, "right": right})
-        qa_contains, qa_f1 = [], []
-        for question in qa:
-            source = Passage("qa#0", "qa", 1.0, question.context, "qa set")
-            answer = assistant.ask(question.question, sources=[source]).answer
-            qa_contains.append(metrics.answer_contains(answer, question.answers))
-            qa_f1.append(metrics.token_f1(answer, question.answers))
-    rag_module.grounding_note = grounding_note
+    try:
+        with penalising_the_prompt(candidate):
+            for document in invented:
+                answer = assistant.ask(document["question"]).answer
+                right = bool(metrics.answer_contains(answer, [document["answer"]]))
+                carried.append(right)
+                if document["language"] == "fr":
+                    french.append(right and detect_language(answer) == "fr")
+                rows.append({"id": document["id"], "answer": answer, "right": right})
+            qa_contains, qa_f1 = [], []
+            for question in qa:
+                source = Passage("qa#0", "qa", 1.0, question.context, "qa set")
+                answer = assistant.ask(question.question, sources=[source]).answer
+                qa_contains.append(metrics.answer_contains(answer, question.answers))
+                qa_f1.append(metrics.token_f1(answer, question.answers))
+    finally:
+        rag_module.grounding_note = grounding_note
     return {"invented": f"{sum(carried)}/{len(carried)}", "french": f"{sum(french)}/{len(french)}",
             "qa_contains": sum(qa_contains) / len(qa_contains), "qa_f1": sum(qa_f1) / len(qa_f1),
             "seconds": round(time.perf_counter() - started, 1), "answers": rows}
