@@ -5,8 +5,9 @@ Without a command, the menu. With one, the same actions for scripts:
   add TEXT            add knowledge (--id ID, --replace, --file PATH; TEXT '-' reads stdin)
   ingest PATH...      add files and folders (.txt .md .html .pdf .docx .jsonl); again: only what changed
   search QUERY        the ranked passages, without an answer (--json, -k N; QUERY '-': one query a line)
-  learn TEXT          append learning data to learning_data.txt (--file PATH; TEXT '-' reads stdin)
-  finetune            fine-tune the model on all learning data, then use it
+  learn TEXT          teach an entry: learning_data.txt and the knowledge base (--file PATH; '-' reads stdin)
+  learned / forget ID the entries taught, with their ids / take one back
+  finetune            teach the model itself the entries (questions about them answered closed-book)
   feedback            record a judgement of an answer (--question Q --answer A --good | --bad [--correction C])
   merge-feedback      build the preference datasets (data/dataset_rlhf.jsonl, data/dataset_kto.jsonl)
   ui                  serve the feedback page: compare two answers, fix past feedback (--port 8501)

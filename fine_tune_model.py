@@ -1,9 +1,13 @@
-"""Fine-tuning: continued pretraining of the base model on all of learning_data.txt, on the CPU, with
-transformers' Trainer (LoRA adapters by default) through the training core (training/core.py).
+"""Fine-tuning: teach the model itself the entries of learning_data.txt, so that it answers questions about them
+without the knowledge base, asked in other words (training/teaching.py: each fact asked about in many ways and
+answered with its own sentence, the loss on the answer only), on the CPU, with LoRA adapters by default.
 
-Plain text needs no more than the Trainer: trl's SFTTrainer computes its loss through a tiled LM head, which
-trained the bundled model with LoRA at 0.73x the tokens/s and 1.19x the memory here (bench/training_speed.py);
-trl's trainers serve the instruction and preference steps, which need what they add.
+What the run mixes, and why (measured by bench/teaching.py, README "Teaching facts"):
+- the entries not taught yet, each as all its questions;
+- a share of the questions of the entries earlier versions were taught, so that a second round keeps the first;
+- the model's own answers to general requests (made once per base model and cached), so that a question that
+  is not about a taught fact is answered as before, and the taught facts do not take over ("What do you know
+  about Mars?" answered with a fact that names Mars).
 
 The CLI runs this file as a subprocess (`run_fine_tuning`), which reports progress as JSON lines on stdout.
 The trained model becomes a new version (models/versions/<id>/), which the promotion gate evaluates and makes
@@ -14,10 +18,10 @@ the champion (tinyllama_finetuned/, the model in use) only if it does not regres
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import time
+import random
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -25,19 +29,27 @@ from common.config import Settings
 from common.errors import ApprentiError
 from training.core import Report, run_training_process, training_process_main
 from training.options import Options
+from evaluation.gate import GatedRun
+
+GENERAL_PROMPTS = Path(__file__).with_name("training") / "general_prompts.txt"
 
 
 @dataclass
 class FineTuneConfig(Options):
     method: str = field(default="lora", metadata={"help": "lora (adapters, default) or full (every weight)",
                                                   "choices": ["lora", "full"]})
-    epochs: int = field(default=3, metadata={"help": "passes over the learning data", "least": 1})
-    min_steps: int = field(default=40, metadata={"help": "small data is repeated up to this many steps", "least": 0})
+    epochs: int = field(default=2, metadata={"help": "passes over the new entries' questions (what is replayed: "
+                                                    "once)", "least": 1})
+    min_steps: int = field(default=20, metadata={"help": "small data is repeated up to this many steps", "least": 0})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: no limit)", "least": 0})
-    learning_rate: float = field(default=0.0, metadata={"help": "0: 3e-4 for lora, 3e-5 for full"})
-    batch_size: int = field(default=4, metadata={"help": "samples per step", "least": 1})
-    block_size: int = field(default=256, metadata={"help": "tokens per sample; longer entries are split"})
+    learning_rate: float = field(default=0.0, metadata={"help": "0: 1e-3 for lora, 5e-5 for full"})
+    batch_size: int = field(default=8, metadata={"help": "questions per step", "least": 1})
+    block_size: int = field(default=256, metadata={"help": "tokens per question and answer, at most"})
     lora_rank: int = field(default=16, metadata={"help": "rank of the LoRA adapters", "least": 1})
+    replay_taught: float = field(default=0.5, metadata={"help": "questions of entries taught before, as a share of "
+                                                                "the new entries' questions"})
+    replay_general: float = field(default=0.35, metadata={"help": "general requests answered by the model itself, "
+                                                                  "as a share of the new questions seen"})
     seed: int = field(default=0, metadata={"help": "random seed, for runs that repeat"})
     force: bool = field(default=False, metadata={"help": "train even when the data and settings have not changed"})
 
@@ -49,87 +61,154 @@ class FineTuneConfig(Options):
             problems.append(f"block_size={self.block_size}: use 16 to 8192 tokens")
         if self.learning_rate < 0:
             problems.append(f"learning_rate={self.learning_rate}: use a positive rate, or 0 for the default")
+        for name in ("replay_taught", "replay_general"):
+            if not 0 <= getattr(self, name) <= 4:
+                problems.append(f"{name}={getattr(self, name)}: use a share from 0 to 4")
         if problems:
             raise ValueError("; ".join(problems))
         if not self.learning_rate:
-            self.learning_rate = 3e-4 if self.method == "lora" else 3e-5
+            self.learning_rate = 1e-3 if self.method == "lora" else 5e-5
 
     def steps_for(self, samples: int) -> int:
-        batches = math.ceil(samples / self.batch_size)
-        steps = max(self.epochs * batches, self.min_steps)
+        """Steps for `samples` (the new questions `epochs` times, what is replayed once)."""
+        steps = max(math.ceil(samples / self.batch_size), self.min_steps)
         return min(steps, self.max_steps) if self.max_steps else steps
 
 
-def train(settings: Settings, config: FineTuneConfig, report: Report) -> dict | None:
-    """Fine-tune, and make the result a version that the promotion gate judges; returns its manifest, or
-    None when a version was already trained from this base model, data and configuration."""
-    import gc
-    import torch
-    from transformers import Trainer, TrainingArguments
-    from evaluation.gate import publish_through_gate
-    from inference.loading import quiet_transformers
+class FactTeaching(GatedRun):
+    method = "facts"
+
+    def __init__(self, settings: Settings, config: FineTuneConfig, report: Report):
+        super().__init__(settings, config, report)
+        self.weights = config.method
+
+    def read_data(self) -> None:
+        from training.learning_data import entry_id, read_entries
+        from training.teaching import teaching_rows
+        self.entries = read_entries(self.settings.learning_data)
+        if not self.entries:
+            raise ApprentiError(f"{self.settings.learning_data.name} has no entries yet: give learning data first "
+                                "(menu 3, or 'python cli_app.py learn TEXT')")
+        self.rows = {entry_id(entry): teaching_rows(entry, self.config.seed) for entry in self.entries}
+        silent = [number for number, rows in enumerate(self.rows.values(), 1) if not rows]
+        if silent:
+            self.report({"event": "notice", "message": f"entries {', '.join(map(str, silent))} state no fact to "
+                                                        "teach (fewer than 3 words): left out of the fine-tuning"})
+        if not any(self.rows.values()):
+            raise ApprentiError("no entry states a fact to teach (each has fewer than 3 words): write a sentence, "
+                                "for example 'The secret code of the Zorblax guild is tangerine-47.'")
+
+    def data_fingerprint(self) -> str:
+        from training.learning_data import data_fingerprint
+        return data_fingerprint(self.entries)
+
+    def data_record(self) -> dict:
+        return {"learning_data": {"file": self.settings.learning_data.name, "sha256": self.data_fingerprint(),
+                                  "entries": len(self.entries), "entry_ids": list(self.rows),
+                                  "new_entry_ids": self.new_ids, "questions": self.questions,
+                                  "replayed_taught": self.replayed_taught, "replayed_general": self.replayed_general}}
+
+    def load(self, source):
+        from training.core import load_for_training, with_lora
+        model, tokenizer = load_for_training(source, full=self.weights == "full")
+        self.mix = self.training_rows(model, tokenizer)
+        return (model if self.weights == "full" else with_lora(model, self.config.lora_rank)), tokenizer
+
+    def training_rows(self, model, tokenizer) -> list[dict]:
+        """The new entries' questions, a share of those taught before, and general requests with the model's
+        own answers."""
+        taught = taught_entry_ids(self.settings)
+        self.new_ids = [doc_id for doc_id, rows in self.rows.items() if rows and doc_id not in taught]
+        if not self.new_ids:  # every entry was taught already (--force, or settings changed): all again
+            self.new_ids = [doc_id for doc_id, rows in self.rows.items() if rows]
+        rng = random.Random(self.config.seed)
+        new = [row for doc_id in self.new_ids for row in self.rows[doc_id]]
+        earlier = [row for doc_id, rows in self.rows.items() if doc_id not in self.new_ids for row in rows]
+        earlier = rng.sample(earlier, min(len(earlier), round(self.config.replay_taught * len(new))))
+        general = general_replay(self.settings, model, tokenizer, self.report)
+        seen = self.config.epochs * len(new)  # the new questions, as many times as they are seen
+        general = rng.sample(general, min(len(general), round(self.config.replay_general * seen)))
+        self.questions, self.replayed_taught, self.replayed_general = len(new), len(earlier), len(general)
+        return new * self.config.epochs + earlier + general
+
+    def trainer(self, model, tokenizer, scratch: Path):
+        from transformers import Trainer, TrainingArguments
+        from training.core import as_dataset, causal_lm_batches, chat_samples, trainer_arguments
+        samples = chat_samples(tokenizer, self.mix, self.config.block_size)
+        arguments = trainer_arguments(TrainingArguments, scratch, steps=self.config.steps_for(len(samples)),
+                                      batch_size=self.config.batch_size, learning_rate=self.config.learning_rate,
+                                      seed=self.config.seed, train_sampling_strategy="sequential")
+        batches = length_grouped(samples, self.config.batch_size, self.config.seed)
+        return Trainer(model=model, args=arguments, train_dataset=as_dataset(batches),
+                       data_collator=causal_lm_batches(tokenizer.pad_token_id))
+
+    def start_event(self) -> dict:
+        return {"entries": len(self.new_ids), "samples": len(self.mix), "what": "new entries"}
+
+    def measure(self, trainer, tokenizer) -> dict:
+        from training.core import general_text_blocks, perplexity
+        return {"perplexity_general": perplexity(trainer.model, general_text_blocks(tokenizer, self.config.block_size),
+                                                 tokenizer.pad_token_id)}
+
+
+def length_grouped(samples: list[dict], batch_size: int, seed: int) -> list[dict]:
+    """The samples in batches of similar lengths, the batches in random order: a batch is padded to its
+    longest sample, and a short question beside a long replayed answer would cost that answer's length
+    (about a third of the tokens here). transformers' LengthGroupedSampler sorts a small set's batches
+    longest first, which would leave the questions to the end of a pass, at the lowest learning rate."""
+    ordered = sorted(samples, key=lambda sample: len(sample["input_ids"]))
+    batches = [ordered[start:start + batch_size] for start in range(0, len(ordered), batch_size)]
+    random.Random(seed).shuffle(batches)
+    return [sample for batch in batches for sample in batch]
+
+
+def taught_entry_ids(settings: Settings) -> set[str]:
+    """The entries the champion and the versions it builds on were taught."""
+    from inference.versions import Versions
+    versions = Versions(settings)
+    champion = versions.champion()
+    taught = set()
+    for version_id in [champion, *versions.ancestors(champion)]:
+        record = versions.get(version_id).manifest.get("data", {}).get("learning_data", {})
+        taught.update(record.get("entry_ids", []))
+    return taught
+
+
+def general_replay(settings: Settings, model, tokenizer, report: Report) -> list[dict]:
+    """General requests (training/general_prompts.txt) with the model's own answers, made once per base model
+    (from the model a run starts from, the base model at first) and cached in models/replay/: 75 s here for
+    the 76 answers of the bundled model."""
+    from common.files import write_whole
     from inference.locate import resolve_base_model
-    from training.core import (already_trained, as_dataset, causal_lm_batches, general_text_blocks, load_for_training,
-                               perplexity, progress_callback, quiet, save_model, scratch_dir, staged_version,
-                               starting_point, token_blocks, trainer_arguments, with_lora)
-    from training.learning_data import data_fingerprint, read_entries
+    from training.core import raise_if_stopped
+    from training.teaching import closed_book_example, general_answers
+    prompts = [line.strip() for line in GENERAL_PROMPTS.read_text(encoding="utf-8").splitlines()
+               if line.strip() and not line.startswith("#")]
+    base = resolve_base_model(settings).name
+    cache = settings.models_dir / "replay" / f"{hashed(base + GENERAL_PROMPTS.read_text(encoding='utf-8'))}-2.json"
+    try:
+        answers = json.loads(cache.read_text(encoding="utf-8"))["answers"]
+    except (OSError, ValueError, KeyError):
+        report({"event": "stage", "stage": f"making the model's own answers to {len(prompts)} general requests, "
+                                           "once for this base model (about a minute)"})
+        answers = general_answers(model, tokenizer, prompts)
+        raise_if_stopped()
+        try:
+            write_whole(cache, json.dumps({"base_model": base, "answers": answers}, ensure_ascii=False).encode())
+        except ApprentiError as error:  # a full disk: the run goes on, the answers are made again next time
+            report({"event": "notice", "message": f"the general answers were not cached ({error})"})
+    return [closed_book_example(prompt, answer) for prompt, answer in zip(prompts, answers) if answer.strip()]
 
-    entries = read_entries(settings.learning_data)
-    if not entries:
-        raise ApprentiError(f"{settings.learning_data.name} has no entries yet: give learning data first "
-                            "(menu 3, or 'python cli_app.py learn TEXT')")
-    base = resolve_base_model(settings)
-    fingerprint = data_fingerprint(entries)
-    parent, source = starting_point(settings)
-    inputs = {"base_model": base.name, "method": "pretraining", "data_sha256": fingerprint,
-              "config": config.training_settings()}
-    if not config.force and already_trained(settings, inputs):
-        return None
 
-    torch.manual_seed(config.seed)
-    full = config.method == "full"
-    started_at = datetime.now().isoformat(timespec="seconds")
-    with quiet_transformers(), scratch_dir() as scratch:
-        model, tokenizer = load_for_training(source, full)
-        model = model if full else with_lora(model, config.lora_rank)
-        samples = token_blocks(tokenizer, entries, config.block_size)
-        texts = {"learning": samples, "general": general_text_blocks(tokenizer, config.block_size)}
-        steps = config.steps_for(len(samples))
-        arguments = trainer_arguments(TrainingArguments, Path(scratch), steps=steps, batch_size=config.batch_size,
-                                      learning_rate=config.learning_rate, seed=config.seed)
-        trainer = quiet(Trainer(model=model, args=arguments, train_dataset=as_dataset(samples),
-                                data_collator=causal_lm_batches(tokenizer.pad_token_id),
-                                callbacks=[progress_callback(report)]))
+def hashed(text: str) -> str:
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-        def perplexities() -> dict:
-            return {name: perplexity(trainer.model, blocks, tokenizer.pad_token_id) for name, blocks in texts.items()}
 
-        before = perplexities()
-        report({"event": "start", "model": source.name, "method": config.method, "entries": len(entries),
-                "samples": len(samples), "steps": steps, "device": str(trainer.args.device),
-                "dtype": "bfloat16" if arguments.bf16 else "float32", "perplexity_before": before["learning"],
-                "perplexity_general_before": before["general"]})
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        after = perplexities()
-        losses = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
-        training = {"trainer": "transformers.Trainer", "entries": len(entries), "samples": len(samples),
-                    "steps": steps, "final_loss": losses[-1]["loss"], "loss_history": losses,
-                    "perplexity_before": before["learning"], "perplexity_after": after["learning"],
-                    "perplexity_general_before": before["general"], "perplexity_general_after": after["general"],
-                    "seconds": round(seconds, 1), "tokens_per_second": trainer.state.num_input_tokens_seen / seconds,
-                    "started": started_at, "finished": datetime.now().isoformat(timespec="seconds")}
-        with staged_version(settings) as (version_id, partial):
-            save_model(trainer.model, tokenizer, partial, whole_model=full)
-            trainer = model = None
-            gc.collect()  # the trained model goes before the gate loads the candidate and the champion
-            manifest = {**inputs, "parent": parent, "weights": config.method, "seed": config.seed,
-                        "data": {"learning_data": {"file": settings.learning_data.name, "sha256": fingerprint,
-                                                   "bytes": settings.learning_data.stat().st_size,
-                                                   "entries": len(entries)}},
-                        "training": training}
-            return publish_through_gate(settings, version_id, partial, manifest, report)
+def train(settings: Settings, config: FineTuneConfig, report: Report) -> dict | None:
+    """Teach the entries, and make the result a version that the promotion gate judges; returns its manifest,
+    or None when a version was already trained from this starting point, data and configuration."""
+    return FactTeaching(settings, config, report).run()
 
 
 def run_fine_tuning(settings: Settings, config: FineTuneConfig, on_event: Callable[[dict], None]) -> dict | None:

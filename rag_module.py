@@ -14,12 +14,10 @@ from common.config import Settings
 from common.errors import ApprentiError
 from common.messages import notice
 from inference.decoding import CLOSED_BOOK, GROUNDED
+from inference.prompts import answer_messages
 from store.hybrid_search import Passage
 from store.language import detect_language, keyword_terms, words
 
-# Measured on the bundled 135M model: a short user turn with the passages first answers best; a system
-# prompt or passage ids in the text made it drift (ids were echoed as answers).
-PROMPT = "{passages}\n\nUsing the text above, answer briefly: {question}"
 # What follows an answer that names what its passages do not: the passages' own sentence that best matches the
 # question. Measured by bench/decoding.py: a small model rewrites rare names it should copy ("Wexwater" for
 # "Wexmoor") and numbers; the note lets the user see what the knowledge base says.
@@ -222,15 +220,7 @@ def until_stop(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
 
 
 def prompt_messages(question: str, sources: list[Passage], use_rag: bool) -> list[dict]:
-    if not use_rag:
-        return [{"role": "user", "content": question}]
-    return answer_messages(question, [source.text for source in sources])
-
-
-def answer_messages(question: str, passages: list[str]) -> list[dict]:
-    """The chat turn a question is asked in, with the passages it is answered from: training renders its
-    grounded examples with it, so that they are learned exactly as they are asked."""
-    return [{"role": "user", "content": PROMPT.format(passages="\n\n".join(passages), question=question)}]
+    return answer_messages(question, [source.text for source in sources] if use_rag else [])
 
 
 def grounding_note(question: str, answer: str, sources: list[Passage]) -> str:

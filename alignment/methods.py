@@ -10,17 +10,15 @@ mixed in against forgetting (`--replay`). The result is a candidate version that
 """
 from __future__ import annotations
 
-import gc
 import math
-import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from common.config import Settings
 from common.errors import ApprentiError
 from training.core import Report
 from training.options import Options
+from evaluation.gate import GatedRun
 
 OFFLINE = ("dpo", "kto")
 ONLINE = ("ppo", "rloo", "grpo")
@@ -63,8 +61,11 @@ class LearnConfig(Options):
         if problems:
             raise ValueError("; ".join(problems))
 
-    def steps_for(self, rows: int, batch_size: int) -> int:
-        return self.steps or max(self.epochs * math.ceil(rows / batch_size), self.min_steps)
+    def steps_for(self, rows: int, rows_per_step: int, whole_steps_only: bool = False) -> int:
+        """`steps`, or `epochs` passes over `rows` (at least min_steps); `whole_steps_only`: as trl's GRPO and
+        RLOO count a pass, which leaves out the rows of a last, incomplete step."""
+        per_pass = rows // rows_per_step if whole_steps_only else math.ceil(rows / rows_per_step)
+        return self.steps or max(self.epochs * max(per_pass, 1), self.min_steps)
 
     def rate_for(self, method: str) -> float:
         return self.learning_rate or LEARNING_RATES[method]
@@ -82,7 +83,7 @@ def read_data(settings: Settings, method: str, train_path: Path | None = None, t
     def train_split(parse):
         def parse_train(record: dict) -> dict | None:
             row = parse(record)
-            return row if split_of(str(record.get("prompt", ""))) == "train" else None
+            return row if split_of(record) == "train" else None
         return parse_train
 
     if method == "sft":
@@ -134,8 +135,10 @@ def questions_of_feedback(settings: Settings, parse):
 # ---------------------------------------------------------------- the trainers
 
 def build_trainer(method: str, model, tokenizer, rows: list[dict], test_rows: list[dict] | None, config: LearnConfig,
-                  steps: int, scratch: Path, callbacks: list, reward=None):
-    """trl's trainer for `method`, LoRA on the model (trl applies `peft_config`)."""
+                  scratch: Path, reward=None):
+    """trl's trainer for `method`, LoRA on the model (trl applies `peft_config`), for `config.epochs` passes over
+    `rows` (at least `config.min_steps` steps), as each trainer counts a step: `batch_size` rows, PPO's
+    `batch_size` prompts, GRPO's and RLOO's `batch_size` sampled answers, `generations` to each prompt."""
     import datasets
     import trl
     from datasets import Dataset
@@ -143,20 +146,25 @@ def build_trainer(method: str, model, tokenizer, rows: list[dict], test_rows: li
     from training.core import lora_config, trainer_arguments
     datasets.disable_progress_bars()  # its per-map bars; our own events say what happens
     window = context_window(model)
-    common = dict(steps=steps, batch_size=config.batch_size, learning_rate=config.rate_for(method), seed=config.seed)
+    # Every GRPO/RLOO step samples `generations` answers to each of its prompts, and compares them together.
+    batch = math.ceil(config.batch_size / config.generations) * config.generations if method in ("grpo", "rloo") \
+        else config.batch_size
+    prompts_per_step = batch // config.generations if method in ("grpo", "rloo") else batch
+    steps = config.steps_for(len(rows), prompts_per_step, whole_steps_only=method in ("grpo", "rloo"))
+    common = dict(steps=steps, batch_size=batch, learning_rate=config.rate_for(method), seed=config.seed)
     train = Dataset.from_list(rows)
     peft_config = lora_config(config.lora_rank)
     if method == "sft":
         arguments = trainer_arguments(trl.SFTConfig, scratch, **common, max_length=window, completion_only_loss=True)
         return trl.SFTTrainer(model=model, args=arguments, train_dataset=train, processing_class=tokenizer,
                               eval_dataset=Dataset.from_list(test_rows) if test_rows else None,
-                              peft_config=peft_config, callbacks=callbacks)
+                              peft_config=peft_config)
     if method in OFFLINE:
         config_class, trainer_class = (trl.DPOConfig, trl.DPOTrainer) if method == "dpo" else (trl.KTOConfig,
                                                                                               trl.KTOTrainer)
         arguments = trainer_arguments(config_class, scratch, **common, max_length=window, beta=config.beta)
         return trainer_class(model=model, args=arguments, train_dataset=train, processing_class=tokenizer,
-                             peft_config=peft_config, callbacks=callbacks)
+                             peft_config=peft_config)
     reward_model, reward_tokenizer = reward
     if method == "ppo":
         import copy
@@ -164,106 +172,102 @@ def build_trainer(method: str, model, tokenizer, rows: list[dict], test_rows: li
         tokenizer.padding_side = "left"  # PPO generates a batch of prompts at once
         prompts = [tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,
                                                  return_dict=True)["input_ids"] for row in rows]
-        batch = config.batch_size
         arguments = trainer_arguments(PPOConfig, scratch, **{**common, "steps": -1}, kl_coef=config.beta,
                                       response_length=config.answer_tokens, total_episodes=steps * batch,
                                       num_ppo_epochs=1, num_mini_batches=1, local_rollout_forward_batch_size=batch,
                                       stop_token_id=tokenizer.eos_token_id, temperature=0.9, missing_eos_penalty=None)
         return PPOTrainer(args=arguments, processing_class=tokenizer, model=model, ref_model=None,
                           reward_model=reward_model, value_model=copy.deepcopy(reward_model),
-                          train_dataset=Dataset.from_dict({"input_ids": prompts}), peft_config=peft_config,
-                          callbacks=callbacks)
+                          train_dataset=Dataset.from_dict({"input_ids": prompts}), peft_config=peft_config)
     config_class, trainer_class = (trl.RLOOConfig, trl.RLOOTrainer) if method == "rloo" else (trl.GRPOConfig,
                                                                                             trl.GRPOTrainer)
-    # Every step samples `generations` answers to each of its questions, and compares them with each other.
-    batch = math.ceil(config.batch_size / config.generations) * config.generations
-    arguments = trainer_arguments(config_class, scratch, **{**common, "batch_size": batch},
+    arguments = trainer_arguments(config_class, scratch, **common,
                                   num_generations=config.generations, max_completion_length=config.answer_tokens,
                                   beta=config.beta, temperature=0.9, log_completions=False)
     return trainer_class(model=model, reward_funcs=reward_model, args=arguments, train_dataset=train,
                          processing_class=tokenizer, reward_processing_classes=reward_tokenizer,
-                         peft_config=peft_config, callbacks=callbacks)
-
-
-def trained_model(trainer):
-    """The PeftModel a trainer trained (PPO keeps it beside its value model)."""
-    return getattr(trainer, "policy_model", None) or trainer.model
+                         peft_config=peft_config)
 
 
 # ---------------------------------------------------------------- a run
+
+class MethodRun(GatedRun):
+    """A run of one of METHODS on the training lifecycle (training/run.py): its data, its trl trainer."""
+
+    def __init__(self, settings: Settings, method: str, config: LearnConfig, report: Report,
+                 train_path: Path | None = None, test_path: Path | None = None):
+        if method not in METHODS:
+            raise ApprentiError(f"no learning method '{method}': use one of {', '.join(METHODS)}")
+        super().__init__(settings, config, report)
+        self.method, self.paths = method, (train_path, test_path)
+        self.reward = None
+
+    def read_data(self) -> None:
+        self.train, self.test = read_data(self.settings, self.method, *self.paths)
+
+    def data_fingerprint(self) -> str:
+        return self.train.fingerprint()
+
+    def data_record(self) -> dict:
+        return {KIND[self.method]: self.train.describe(), **({"test": self.test.describe()} if self.test else {})}
+
+    def load(self, source):
+        from inference.loading import context_window
+        from inference.versions import Versions
+        from training.examples import fitting, replay_sample
+        self.reward = load_reward_for(self.settings, self.method)
+        model, tokenizer = super().load(source)
+        window = context_window(model)
+        for examples in (self.train, self.test) if self.test else (self.train,):
+            fitting(examples, tokenizer, window, self.config.answer_tokens if self.method in ONLINE else ANSWER_ROOM)
+        for problem in self.train.problems:
+            self.report({"event": "notice", "message": problem})
+        parent = Versions(self.settings).champion()
+        self.replayed, self.replayed_from = replay_sample(Versions(self.settings), parent, KIND[self.method],
+                                                          round(self.config.replay * len(self.train.rows)),
+                                                          self.config.seed)
+        return model, tokenizer
+
+    def trainer(self, model, tokenizer, scratch: Path):
+        rows = self.train.rows + self.replayed
+        return build_trainer(self.method, model, tokenizer, rows, self.test.rows if self.test else None, self.config,
+                             scratch, self.reward)
+
+    def start_event(self) -> dict:
+        return {"entries": len(self.train.rows), "samples": len(self.train.rows) + len(self.replayed),
+                "what": KIND[self.method]}
+
+    def measure(self, trainer, tokenizer) -> dict:
+        return {"test_loss": trainer.evaluate()["eval_loss"]} if self.test else {}
+
+    def figures(self, trainer) -> dict:
+        figures = {"rows": len(self.train.rows), "replayed": len(self.replayed), "replayed_from": self.replayed_from,
+                   "skipped_rows": self.train.problems, **({"test_rows": len(self.test.rows)} if self.test else {})}
+        logs = trainer.state.log_history
+        rewards = [log[name] for log in logs for name in ("reward", "objective/scores") if name in log]
+        if self.method in ONLINE and rewards:
+            quarter = max(1, len(rewards) // 4)
+            figures["reward_first_quarter"] = sum(rewards[:quarter]) / quarter
+            figures["reward_last_quarter"] = sum(rewards[-quarter:]) / quarter
+        return figures
+
+    def stage(self, trainer, tokenizer, folder: Path) -> None:
+        from training.examples import write_examples
+        super().stage(trainer, tokenizer, folder)
+        write_examples(folder, self.train.rows)
+
+    def release(self) -> None:
+        self.reward = None
+
+    def publish(self, version_id: str, partial: Path, manifest: dict) -> dict:
+        return super().publish(version_id, partial, {**manifest, "examples_kind": KIND[self.method]})
+
 
 def learn(settings: Settings, method: str, config: LearnConfig, report: Report, train_path: Path | None = None,
           test_path: Path | None = None) -> dict | None:
     """Train a candidate with `method` from the champion and pass it through the promotion gate; returns the
     new version's manifest, or None when one was already trained from the same champion, data and settings."""
-    import torch
-    from evaluation.gate import publish_through_gate
-    from inference.loading import context_window, quiet_transformers
-    from inference.locate import resolve_base_model
-    from inference.versions import Versions
-    from training.core import (already_trained, load_for_training, progress_callback, quiet, save_model, scratch_dir,
-                               staged_version, starting_point)
-    from training.examples import fitting, replay_sample, write_examples
-
-    if method not in METHODS:
-        raise ApprentiError(f"no learning method '{method}': use one of {', '.join(METHODS)}")
-    train, test = read_data(settings, method, train_path, test_path)
-    parent, source = starting_point(settings)
-    inputs = {"base_model": resolve_base_model(settings).name, "method": method, "data_sha256": train.fingerprint(),
-              "config": config.training_settings()}
-    if not config.force and already_trained(settings, inputs):
-        return None
-    reward = load_reward_for(settings, method)
-    torch.manual_seed(config.seed)
-    started_at = datetime.now().isoformat(timespec="seconds")
-    with quiet_transformers(), scratch_dir() as scratch:
-        model, tokenizer = load_for_training(source, full=False, quantized=config.qlora)
-        window = context_window(model)
-        for examples in (train, test) if test else (train,):
-            fitting(examples, tokenizer, window, config.answer_tokens if method in ONLINE else ANSWER_ROOM)
-        for problem in train.problems:
-            report({"event": "notice", "message": problem})
-        versions = Versions(settings)
-        replayed, replayed_from = replay_sample(versions, parent, KIND[method], round(config.replay * len(train.rows)),
-                                                config.seed)
-        rows = train.rows + replayed
-        batch = config.batch_size
-        steps = config.steps_for(len(rows), batch * (config.generations if method in ONLINE else 1))
-        trainer = quiet(build_trainer(method, model, tokenizer, rows, test.rows if test else None, config, steps,
-                                      Path(scratch), [progress_callback(report)], reward))
-        report({"event": "start", "model": source.name, "method": method, "entries": len(train.rows),
-                "samples": len(rows), "steps": steps, "device": str(trainer.args.device),
-                "dtype": "bfloat16" if trainer.args.bf16 else "float32", "what": KIND[method]})
-        test_loss_before = trainer.evaluate()["eval_loss"] if test else None
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        logs = [log for log in trainer.state.log_history if "loss" in log or "loss/policy_avg" in log]
-        training = {"trainer": f"trl.{type(trainer).__name__}", "rows": len(train.rows), "replayed": len(replayed),
-                    "replayed_from": replayed_from, "steps": steps, "seconds": round(seconds, 1),
-                    "seconds_per_step": round(seconds / max(steps, 1), 2),
-                    "loss_history": [{"step": log["step"], "loss": log.get("loss", log.get("loss/policy_avg"))}
-                                     for log in logs],
-                    "started": started_at, "finished": datetime.now().isoformat(timespec="seconds"),
-                    "skipped_rows": train.problems}
-        training["final_loss"] = training["loss_history"][-1]["loss"] if logs else None
-        rewards = [log.get("reward", log.get("objective/scores")) for log in logs]
-        if method in ONLINE and rewards:
-            quarter = max(1, len(rewards) // 4)
-            training["reward_first_quarter"] = sum(rewards[:quarter]) / quarter
-            training["reward_last_quarter"] = sum(rewards[-quarter:]) / quarter
-        if test:
-            training.update(test_loss_before=test_loss_before, test_loss_after=trainer.evaluate()["eval_loss"],
-                            test_rows=len(test.rows))
-        with staged_version(settings) as (version_id, partial):
-            save_model(trained_model(trainer), tokenizer, partial, whole_model=False)
-            write_examples(partial, train.rows)
-            trainer = model = reward = None
-            gc.collect()  # the trained model goes before the gate loads the candidate and the champion
-            data = {KIND[method]: train.describe(), **({"test": test.describe()} if test else {})}
-            manifest = {**inputs, "parent": parent, "weights": "lora", "seed": config.seed, "examples_kind": KIND[method],
-                        "data": data, "training": training}
-            return publish_through_gate(settings, version_id, partial, manifest, report)
+    return MethodRun(settings, method, config, report, train_path, test_path).run()
 
 
 def load_reward_for(settings: Settings, method: str):

@@ -6,14 +6,12 @@ its scores, and `python cli_app.py score` prints one.
 """
 from __future__ import annotations
 
-import gc
-import time
-from datetime import datetime
 from pathlib import Path
 
 from common.config import Settings
 from common.errors import ApprentiError
 from training.core import Report
+from training.run import TrainingRun
 
 MIN_PAIRS = 4  # the fewest from which bench/learning.py's reward model ranked unseen pairs of a taste right
 NOISE = 0.05  # a new reward model may rank held-out pairs this much worse than the one in use and still replace it
@@ -23,7 +21,7 @@ def split_pairs(settings: Settings):
     """The preference pairs, as train and held-out examples (merge-feedback's split, by prompt)."""
     from feedback.datasets import split_of
     from training.examples import preference_pair, read_examples
-    pairs = read_examples(settings.rlhf_dataset, lambda record: (split_of(str(record.get("prompt", ""))),
+    pairs = read_examples(settings.rlhf_dataset, lambda record: (split_of(record),
                                                                   preference_pair(record)), "preference pairs")
     train = [example.row[1] for example in pairs.items if example.row[0] == "train"]
     test = [example.row[1] for example in pairs.items if example.row[0] == "test"]
@@ -82,79 +80,84 @@ def load_reward_model(settings: Settings):
     return load_classifier(source.path, source.adapters)
 
 
+class RewardRun(TrainingRun):
+    """The reward model on the training lifecycle (training/run.py): from the base model, never the champion
+    (a chat model's adapters are no scorer's), judged by its ranking of held-out pairs, not by the chat gate."""
+    family, method = "reward", "reward"
+
+    def read_data(self) -> None:
+        self.pairs, self.train, self.test = split_pairs(self.settings)
+        if len(self.train) < MIN_PAIRS:
+            raise ApprentiError(f"a reward model needs at least {MIN_PAIRS} preference pairs to train on; "
+                                f"{self.settings.rlhf_dataset.name} has {len(self.train)} (and {len(self.test)} held "
+                                "out): compare more answers (menu 7), then 'python cli_app.py merge-feedback'")
+        for problem in self.pairs.problems:
+            self.report({"event": "notice", "message": problem})
+
+    def data_fingerprint(self) -> str:
+        return self.pairs.fingerprint()
+
+    def data_record(self) -> dict:
+        return {"pairs": self.pairs.describe(), "train_pairs": len(self.train), "held_out_pairs": len(self.test)}
+
+    def starting_point(self):
+        from inference.locate import resolve_base_model
+        from inference.versions import BASE
+        base = resolve_base_model(self.settings)
+        return BASE, type(base)(f"{base.name} (reward model)", base.path)
+
+    def load(self, source):
+        return load_classifier(source.path)
+
+    def trainer(self, model, tokenizer, scratch: Path):
+        import trl
+        from datasets import Dataset
+        from inference.loading import context_window
+        from training.core import lora_config, trainer_arguments
+        arguments = trainer_arguments(trl.RewardConfig, scratch, steps=self.config.steps_for(len(self.train),
+                                                                                             self.config.batch_size),
+                                      batch_size=self.config.batch_size, learning_rate=self.config.rate_for("reward"),
+                                      seed=self.config.seed, max_length=context_window(model))
+        return trl.RewardTrainer(model=model, args=arguments, train_dataset=Dataset.from_list(self.train),
+                                 processing_class=tokenizer,
+                                 peft_config=lora_config(self.config.lora_rank, task_type="SEQ_CLS",
+                                                         modules_to_save=["score"]))
+
+    def start_event(self) -> dict:
+        return {"entries": len(self.train), "samples": len(self.train), "what": "pairs"}
+
+    def figures(self, trainer) -> dict:
+        # Too few pairs for a held-out split: measured on the training pairs, as the manifest says.
+        self.accuracy = pairwise_accuracy(trainer.model.eval(), trainer.processing_class, self.test or self.train)
+        return {}
+
+    def publish(self, version_id: str, partial: Path, manifest: dict) -> dict:
+        """Replaces the reward model in use unless it ranks the held-out pairs worse (by more than NOISE)."""
+        from inference.versions import BASE, Versions
+        versions = Versions(self.settings, "reward")
+        current, current_accuracy = versions.champion(), None
+        if current != BASE:
+            current_model, tokenizer = load_reward_model(self.settings)
+            current_accuracy = pairwise_accuracy(current_model, tokenizer, self.test or self.train)
+            current_model = None
+        promoted = current_accuracy is None or self.accuracy >= current_accuracy - NOISE
+        version = versions.publish(version_id, partial, {
+            **manifest,
+            "metrics": {"pairwise_accuracy": self.accuracy,
+                        "measured_on": "held-out pairs" if self.test else "the training pairs (none held out)"},
+            "verdict": "promoted" if promoted else "refused",
+            "gate": {"champion": current, "champion_accuracy": current_accuracy, "noise": NOISE}})
+        if promoted:
+            versions.set_champion(version.id, "promoted", accuracy=self.accuracy)
+        else:
+            versions.record("refused", version.id, accuracy=self.accuracy, champion_accuracy=current_accuracy)
+        return version.manifest
+
+
 def train_reward(settings: Settings, config, report: Report) -> dict | None:
     """Train a reward model on the train split of the pairs; it replaces the one in use unless it ranks the
     held-out pairs worse. Returns its manifest, or None when one was trained from the same data and settings."""
-    import torch
-    import trl
-    from datasets import Dataset
-    from inference.loading import context_window
-    from inference.locate import resolve_base_model
-    from inference.versions import BASE, Versions
-    from training.core import (already_trained, lora_config, progress_callback, quiet, save_model, scratch_dir,
-                               staged_version, trainer_arguments)
-
-    pairs, train, test = split_pairs(settings)
-    if len(train) < MIN_PAIRS:
-        raise ApprentiError(f"a reward model needs at least {MIN_PAIRS} preference pairs to train on; "
-                            f"{settings.rlhf_dataset.name} has {len(train)} (and {len(test)} held out): compare more "
-                            "answers (menu 7), then 'python cli_app.py merge-feedback'")
-    for problem in pairs.problems:
-        report({"event": "notice", "message": problem})
-    base = resolve_base_model(settings)
-    inputs = {"base_model": base.name, "method": "reward", "data_sha256": pairs.fingerprint(),
-              "config": config.training_settings()}
-    if not config.force and already_trained(settings, inputs, "reward"):
-        return None
-    held_out = test or train  # too few pairs for a held-out split: said in the manifest and the summary
-    torch.manual_seed(config.seed)
-    started_at = datetime.now().isoformat(timespec="seconds")
-    with scratch_dir() as scratch:
-        model, tokenizer = load_classifier(base.path)
-        steps = config.steps_for(len(train), config.batch_size)
-        arguments = trainer_arguments(trl.RewardConfig, Path(scratch), steps=steps, batch_size=config.batch_size,
-                                      learning_rate=config.rate_for("reward"), seed=config.seed,
-                                      max_length=context_window(model))
-        trainer = quiet(trl.RewardTrainer(
-            model=model, args=arguments, train_dataset=Dataset.from_list(train), processing_class=tokenizer,
-            peft_config=lora_config(config.lora_rank, task_type="SEQ_CLS", modules_to_save=["score"]),
-            callbacks=[progress_callback(report)]))
-        report({"event": "start", "model": f"{base.name} (reward model)", "method": "reward", "entries": len(train),
-                "samples": len(train), "steps": steps, "device": str(trainer.args.device),
-                "dtype": "bfloat16" if arguments.bf16 else "float32", "what": "pairs"})
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        accuracy = pairwise_accuracy(trainer.model.eval(), tokenizer, held_out)
-        versions = Versions(settings, "reward")
-        current = versions.champion()
-        current_accuracy = None
-        if current != BASE:
-            current_model, _ = load_reward_model(settings)
-            current_accuracy = pairwise_accuracy(current_model, tokenizer, held_out)
-            current_model = None
-        promoted = current_accuracy is None or accuracy >= current_accuracy - NOISE
-        losses = [{"step": log["step"], "loss": log["loss"]} for log in trainer.state.log_history if "loss" in log]
-        with staged_version(settings, "reward") as (version_id, partial):
-            save_model(trainer.model, tokenizer, partial, whole_model=False)
-            trainer = model = None
-            gc.collect()
-            manifest = {**inputs, "parent": BASE, "weights": "lora", "seed": config.seed,
-                        "data": {"pairs": pairs.describe(), "train_pairs": len(train), "held_out_pairs": len(test)},
-                        "training": {"trainer": "trl.RewardTrainer", "steps": steps, "seconds": round(seconds, 1),
-                                     "seconds_per_step": round(seconds / steps, 2), "loss_history": losses,
-                                     "final_loss": losses[-1]["loss"] if losses else None,
-                                     "started": started_at, "finished": datetime.now().isoformat(timespec="seconds")},
-                        "metrics": {"pairwise_accuracy": accuracy,
-                                    "measured_on": "held-out pairs" if test else "the training pairs (none held out)"},
-                        "verdict": "promoted" if promoted else "refused",
-                        "gate": {"champion": current, "champion_accuracy": current_accuracy, "noise": NOISE}}
-            version = versions.publish(version_id, partial, manifest)
-        if promoted:
-            versions.set_champion(version.id, "promoted", accuracy=accuracy)
-        else:
-            versions.record("refused", version.id, accuracy=accuracy, champion_accuracy=current_accuracy)
-        return version.manifest
+    return RewardRun(settings, config, report).run()
 
 
 def score(settings: Settings, question: str, answer: str, passages: list[str]) -> float:

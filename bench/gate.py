@@ -22,14 +22,14 @@ FACTS = [
     "The Zorblax guild meets every third Thursday in the old mill.",
 ]
 RUNS = [  # (label, finetune options): the first three learn, the last three break the model
-    ("LoRA, lr 3e-4 (default), 40 steps", []),
-    ("LoRA, lr 3e-4, 3x the steps, seed 1", ["--min-steps", "120", "--seed", "1"]),
-    ("full, lr 3e-5 (default)", ["--method", "full"]),
+    ("LoRA, lr 1e-3 (default), one pass", []),
+    ("LoRA, lr 1e-3, 3 passes, seed 1", ["--epochs", "3", "--seed", "1"]),
+    ("full, lr 5e-5 (default)", ["--method", "full"]),
     ("LoRA, lr 3e-2", ["--learning-rate", "3e-2"]),
     ("full, lr 1e-3", ["--method", "full", "--learning-rate", "1e-3"]),
     ("full, lr 1e-2", ["--method", "full", "--learning-rate", "1e-2"]),
 ]
-METRICS = ["answer_f1", "supported", "refusal_accuracy", "facts_recalled", "ppl_general", "ppl_learning"]
+METRICS = ["answer_contains", "refusal_accuracy", "facts_answered", "general_answered", "ppl_general", "facts_recalled"]
 
 
 def cli(home: Path, *arguments: str) -> subprocess.CompletedProcess:

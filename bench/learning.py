@@ -88,7 +88,7 @@ def pair_rows(rows: list[dict]) -> list[dict]:
 def greedy_answers(settings, rows: list[dict], tokens: int = 16) -> list[str]:
     from inference.chat_model import ChatModel
     from inference.versions import Versions
-    from rag_module import answer_messages
+    from inference.prompts import answer_messages
     versions = Versions(settings)
     model = ChatModel(versions.source(versions.champion()))
     return ["".join(model.stream(model.chat_ids(answer_messages(row["question"], [row["context"]])), tokens)).strip()
@@ -130,7 +130,7 @@ def part_sft(scratch: Path, train: list[dict], test: list[dict]) -> None:
 def part_taste(scratch: Path, train: list[dict], test: list[dict]) -> None:
     from alignment.reward import load_reward_model, pairwise_accuracy, scores, train_reward
     from alignment.methods import LearnConfig
-    from rag_module import answer_messages
+    from inference.prompts import answer_messages
     from training.examples import preference_pair
     settings = fresh_home(scratch, "taste")
     write_jsonl(settings.rlhf_dataset, pair_rows(train))

@@ -49,13 +49,8 @@ def status(settings: Settings, arguments) -> int:
     print(f"data dir:         {status['data_dir']}")
     print(f"base model:       {settings.base_model}")
     if record:
-        training = record.get("training", {})
         print(f"model in use:     version {champion.id}, {record['method']} ({record.get('weights')}) from "
-              f"{record['base_model']}, {record['created']}, {training.get('steps')} steps on "
-              f"{training.get('entries')} entries; perplexity on the learning data "
-              f"{training.get('perplexity_before', 0):.2f} -> {training.get('perplexity_after', 0):.2f}, on general "
-              f"text {training.get('perplexity_general_before', 0):.2f} -> "
-              f"{training.get('perplexity_general_after', 0):.2f}"
+              f"{record['base_model']}, {record['created']}, {trained_on(record)}"
               + ("" if settings.use_finetuned else " (not used: --base)"))
     else:
         print("model in use:     the base model" + ("" if settings.use_finetuned else " (--base)"))
@@ -66,3 +61,21 @@ def status(settings: Settings, arguments) -> int:
           f"{status['knowledge_base']['chunks']} chunks")
     print(f"learning data:    {status['learning_data_entries']} entries")
     return 0
+
+
+def trained_on(record: dict) -> str:
+    """"48 steps on 6 entries; facts answered 83%, general questions 70%": what the manifest holds, whatever
+    the method."""
+    sizes = [f"{described.get('entries', described.get('rows'))} {DATA_LABELS.get(name, name)}"
+             for name, described in record.get("data", {}).items()
+             if isinstance(described, dict) and (described.get("entries") or described.get("rows"))]
+    said = f"{record.get('training', {}).get('steps')} steps" + (f" on {', '.join(sizes)}" if sizes else "")
+    metrics = record.get("metrics", {})
+    measured = [f"{label} {metrics[name]:.0%}" for name, label in METRIC_LABELS.items()
+                if isinstance(metrics.get(name), (int, float))]
+    return said + ("; " + ", ".join(measured) if measured else "")
+
+
+DATA_LABELS = {"learning_data": "entries", "test": "held-out rows"}
+METRIC_LABELS = {"facts_answered": "taught facts answered", "general_answered": "general questions answered",
+                 "answer_contains": "answers from passages right"}

@@ -21,15 +21,26 @@ TEXTS = {
         "id": "Id (Enter for a generated one): ",
         "replace": "A document '{id}' exists already. Replace it? [y/N] ",
         "added": "Added '{id}' to the knowledge base ({chunks} chunk(s)).",
-        "learned": "Saved in learning_data.txt ({entries} entries). Choose 4 to fine-tune on them.",
+        "learned": "Saved as {id} in learning_data.txt ({entries} entries): questions about it are answered from it "
+                   "now; choose 4 to teach it to the model itself. ('python cli_app.py learned' lists the entries, "
+                   "'forget ID' takes one back.)",
+        "too_short": "This entry states no fact to teach (fewer than 3 words): questions find it, fine-tuning "
+                     "leaves it out.",
+        "forgotten": "Took back {id}: \"{text}\". Questions no longer find it, and later fine-tunings no longer "
+                     "teach it ({entries} entries left).",
+        "no_entries": "learning_data.txt has no entries yet: give some with menu 3 or 'python cli_app.py learn TEXT'.",
         "interrupted": "\nStopped: back to the menu.",
         "loading": "(loading the models, once...)",
         "sources": "Sources:",
         "no_sources": "(no passage of the knowledge base scored {threshold} or more)",
         "unchanged": "A version was already trained on the same learning data with the same settings: nothing to do "
                      "(--force trains anyway; 'python cli_app.py models list' shows the versions).",
-        "finetuned": "Fine-tuned in {seconds:.0f} s. Perplexity on the learning data {before:.2f} -> {after:.2f}; "
-                     "on general text {general_before:.2f} -> {general_after:.2f} (a rise means forgetting).",
+        "finetuned": "Fine-tuned in {seconds:.0f} s ({steps} steps): {entries} new entries, asked about in "
+                     "{questions} ways.",
+        "taught": "Taught facts answered without the knowledge base, asked in other words: {before:.0%} -> "
+                  "{after:.0%}. General questions answered: {general_before:.0%} -> {general_after:.0%}.",
+        "not_usable": "The model itself answers few of the taught facts: questions about them are still answered "
+                      "from the knowledge base (menu 1).",
         "promoted": "The gate checked version {version} against {champion}: no metric regressed. It is now the model "
                     "in use.",
         "promoted_unchecked": "Version {version} is now the model in use (the gate is off: APPRENTI_GATE=false).",
@@ -68,15 +79,28 @@ TEXTS = {
         "id": "Identifiant (Entrée pour en générer un) : ",
         "replace": "Un document '{id}' existe déjà. Le remplacer ? [o/N] ",
         "added": "'{id}' ajouté à la base de connaissances ({chunks} morceau(x)).",
-        "learned": "Enregistré dans learning_data.txt ({entries} entrées). Choisissez 4 pour le fine-tuning.",
+        "learned": "Enregistré sous {id} dans learning_data.txt ({entries} entrées) : les questions à ce sujet y "
+                   "trouvent la réponse dès maintenant ; choisissez 4 pour l'apprendre au modèle lui-même. "
+                   "('python cli_app.py learned' liste les entrées, 'forget ID' en retire une.)",
+        "too_short": "Cette entrée n'énonce aucun fait à apprendre (moins de 3 mots) : les questions la "
+                     "trouvent, le fine-tuning la laisse de côté.",
+        "forgotten": "{id} retirée : « {text} ». Les questions ne la trouvent plus et les prochains fine-tunings ne "
+                     "l'apprennent plus ({entries} entrées restantes).",
+        "no_entries": "learning_data.txt n'a pas encore d'entrée : donnez-en par le menu 3 ou 'python cli_app.py "
+                      "learn TEXTE'.",
         "interrupted": "\nInterrompu : retour au menu.",
         "loading": "(chargement des modèles, une seule fois...)",
         "sources": "Sources :",
         "no_sources": "(aucun passage de la base n'atteint le score {threshold})",
         "unchanged": "Une version a déjà été entraînée sur les mêmes données avec les mêmes réglages : rien à faire "
                      "(--force entraîne quand même ; 'python cli_app.py models list' montre les versions).",
-        "finetuned": "Fine-tuning fait en {seconds:.0f} s. Perplexité sur les données {before:.2f} -> {after:.2f} ; "
-                     "sur un texte général {general_before:.2f} -> {general_after:.2f} (une hausse signale un oubli).",
+        "finetuned": "Fine-tuning fait en {seconds:.0f} s ({steps} pas) : {entries} nouvelles entrées, demandées de "
+                     "{questions} façons.",
+        "taught": "Faits appris auxquels le modèle répond sans la base de connaissances, questions formulées "
+                  "autrement : {before:.0%} -> {after:.0%}. Questions générales : {general_before:.0%} -> "
+                  "{general_after:.0%}.",
+        "not_usable": "Le modèle lui-même répond à peu des faits appris : les questions à leur sujet trouvent "
+                      "toujours la réponse dans la base de connaissances (menu 1).",
         "promoted": "Le contrôle a comparé la version {version} à {champion} : aucune mesure n'a régressé. C'est "
                     "désormais le modèle utilisé.",
         "promoted_unchecked": "La version {version} est désormais le modèle utilisé (contrôle désactivé : "

@@ -16,6 +16,9 @@ from evaluation import metrics
 from evaluation.qa_set import SHIPPED_QA, Question, read_qa_set
 from store.documents import content_hash
 
+GENERAL_QUESTIONS = Path(__file__).with_name("general_questions.jsonl")  # what the bundled base model answers right
+MAX_PROBES = 40  # questions about taught facts asked at most: the time of a gate stays bounded
+CLOSED_BOOK_TOKENS = 64  # a closed-book answer gives its fact early, or not at all
 FACT_TAIL = 0.25  # the share of a taught entry's words held back: recalled if the completion gives them
 RECALL_F1 = 0.5  # a held-back tail counts as recalled at this token F1 or more
 
@@ -44,12 +47,15 @@ def evaluate(settings: Settings, qa_path: Path | None = None,
     # recall of taught facts from the model as it answers (its converted form on the fast backend).
     weights = assistant.model if assistant.model.backend == "transformers" else ChatModel(assistant.model.source)
     knowledge_base = assistant.knowledge_base
+    closed_book = closed_book_rows(settings, assistant, progress)
     scores = {**answer_scores(rows), **retrieval_scores(questions, assistant.settings.top_k, knowledge_base),
               **language_scores(settings, assistant.model, weights),
+              **{metric: mean(row["right"] for row in closed_book if row["metric"] == metric)
+                 for metric in ("facts_answered", "general_answered")},
               "preference_accuracy": preference_accuracy(settings, weights)}
     return {"model": assistant.model.name, "version": assistant.model.version, "qa_set": str(qa_path),
             "inputs": evaluation_inputs(settings, qa_path, knowledge_base), "questions": len(questions),
-            "skipped_lines": problems, "metrics": scores, "answers": rows,
+            "skipped_lines": problems, "metrics": scores, "answers": rows, "closed_book": closed_book,
             "seconds": round(time.perf_counter() - started, 1),
             "evaluated_at": datetime.now().isoformat(timespec="seconds")}
 
@@ -78,6 +84,30 @@ def score_question(assistant, question: Question) -> dict:
     elif question.answerable:  # a refusal of an answerable question scores nothing
         row |= {"exact_match": 0.0, "answer_f1": 0.0, "rouge_l": 0.0, "answer_contains": 0.0}
     return row
+
+
+def closed_book_rows(settings: Settings, assistant, progress: Callable[[dict], None]) -> list[dict]:
+    """Questions asked without the knowledge base, as `ask --no-rag` does: about each taught fact, in words its
+    training did not use (training.teaching.probe_questions), right when the answer gives what the fact says
+    beyond the question; and the shipped general questions, right when the answer holds the reference."""
+    import random
+    from common.jsonl import json_lines_of
+    from training.learning_data import read_entries
+    from training.teaching import answered, probe_questions
+    probes = [probe for entry in read_entries(settings.learning_data) for probe in probe_questions(entry)]
+    probes = random.Random(0).sample(probes, MAX_PROBES) if len(probes) > MAX_PROBES else probes
+    general = [line.record for line in json_lines_of(GENERAL_QUESTIONS)]
+    rows = []
+    for number, (question, fact) in enumerate(probes + [(record["question"], record) for record in general], 1):
+        answer = assistant.ask(question, use_rag=False, max_new_tokens=CLOSED_BOOK_TOKENS, check=False).answer
+        if isinstance(fact, dict):
+            rows.append({"metric": "general_answered", "question": question, "answer": answer,
+                         "right": metrics.answer_contains(answer, fact["answers"]) > 0})
+        else:
+            rows.append({"metric": "facts_answered", "question": question, "answer": answer, "fact": fact.sentence,
+                         "right": answered(answer, question, fact)})
+        progress({"stage": "closed-book questions", "done": number, "total": len(probes) + len(general)})
+    return rows
 
 
 def mean(values) -> float | None:

@@ -15,6 +15,7 @@ from typing import Callable
 from common.config import Settings
 from common.errors import ApprentiError
 from common.messages import notice
+from training.run import TrainingRun
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,10 @@ DEFAULT_THRESHOLDS = (
     # changed wording of a run that learns (greedy answers flip when the weights move), never two.
     Threshold("answer_contains", True, absolute=0.05),
     Threshold("refusal_accuracy", True, absolute=0.05),
-    Threshold("facts_recalled", True, absolute=0.0),
+    # Closed-book: a taught fact forgotten, or a general question the base model answers lost, is a regression
+    # (one general question in twenty may flip with the weights, as above).
+    Threshold("facts_answered", True, absolute=0.0),
+    Threshold("general_answered", True, absolute=0.05),
     Threshold("ppl_general", False, absolute=0.0, relative=0.5),
     Threshold("preference_accuracy", True, absolute=0.10),
 )
@@ -118,3 +122,10 @@ def reusable_report(settings: Settings, version_id: str, inputs: dict) -> dict |
     from evaluation.reports import read_report
     saved = read_report(settings, version_id)
     return saved if saved and saved.get("inputs") == inputs else None
+
+
+class GatedRun(TrainingRun):
+    """A training run of a chat model, whose candidate the promotion gate judges before it is used."""
+
+    def publish(self, version_id: str, partial: Path, manifest: dict) -> dict:
+        return publish_through_gate(self.settings, version_id, partial, manifest, self.report)

@@ -15,7 +15,7 @@ TEST_SHARE = 10  # percent of prompts (by hash) that go to the test split
 
 def prompt_fields(entry: Feedback) -> dict:
     """The sketch's prompt, and the question and passages apart, which training renders in the assistant's
-    own answer prompt (rag_module.answer_messages)."""
+    own answer prompt (inference/prompts.py)."""
     return {"prompt": prompt_of(entry), "question": entry.question,
             "passages": [passage["text"] for passage in entry.context]}
 
@@ -98,8 +98,8 @@ def merge(feedback_path: Path, output: Path, kto_output: Path) -> MergeReport:
                 skip("a rating with no opposite rating of the same question (kept in the KTO form)", len(unpaired))
 
     rows = sorted(pairs.values(), key=lambda pair: (pair["timestamp"], pair["prompt"], pair["chosen"]))
-    train = [row for row in rows if split_of(row["prompt"]) == "train"]
-    test = [row for row in rows if split_of(row["prompt"]) == "test"]
+    train = [row for row in rows if split_of(row) == "train"]
+    test = [row for row in rows if split_of(row) == "test"]
     write_jsonl(output, rows)
     write_jsonl(output.with_name(f"{output.stem}_train.jsonl"), train)
     write_jsonl(output.with_name(f"{output.stem}_test.jsonl"), test)
@@ -108,9 +108,13 @@ def merge(feedback_path: Path, output: Path, kto_output: Path) -> MergeReport:
     return report
 
 
-def split_of(prompt: str) -> str:
-    """A fixed split: the same prompt always lands on the same side, whatever else the file holds."""
-    return "test" if int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 100 < TEST_SHARE else "train"
+def split_of(row: dict) -> str:
+    """A fixed split by question: the same question always lands on the same side, whatever passages it was
+    answered with and whatever else the file holds, so that no held-out question was trained on. (Rows
+    without a question apart, written by hand, are split by their prompt.)"""
+    question = row.get("question") if isinstance(row.get("question"), str) else str(row.get("prompt", ""))
+    key = " ".join(question.lower().split())
+    return "test" if int(hashlib.sha256(key.encode()).hexdigest(), 16) % 100 < TEST_SHARE else "train"
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

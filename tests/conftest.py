@@ -61,6 +61,7 @@ def bundled_models(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("bundled")
     settings = Settings.load(home=home)
     converted(settings, ModelSource(BUNDLED_CHAT_MODEL, bundled_chat_model(settings.models_dir)))
+    (settings.models_dir / "replay").mkdir()  # the model's answers that fine-tuning replays, made once too
     return settings.models_dir
 
 

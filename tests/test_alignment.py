@@ -15,7 +15,7 @@ from conftest import ROOT, run_cli, short_qa_set
 from evaluation import gate
 from evaluation.gate import Threshold
 from inference.versions import BASE, Versions
-from rag_module import answer_messages
+from inference.prompts import answer_messages
 from training.examples import instruction, read_examples, without_overlap
 from alignment.methods import LearnConfig, learn
 
@@ -121,6 +121,26 @@ def test_each_method_makes_a_version_from_the_champion(method, feedback_data, ho
         assert "reward_last_quarter" in training
     # The same run again changes nothing.
     assert learn(settings, method, LearnConfig(**FAST, seed=1), lambda event: None) is None
+
+
+@pytest.mark.parametrize("method", ["rloo", "grpo", "ppo"])
+def test_the_online_methods_take_each_question_once_an_epoch(method, feedback_data):
+    """trl's GRPO and RLOO take batch / generations questions a step (PPO: batch), and `epochs` counts passes
+    over the questions as those trainers count them."""
+    import math
+    from alignment.reward import train_reward
+    settings = feedback_data
+    train_reward(settings, LearnConfig(**FAST), lambda event: None)
+    config = LearnConfig(epochs=2, min_steps=0, batch_size=4, generations=2, answer_tokens=4, replay=0)
+    manifest = learn(settings, method, config, lambda event: None)
+    questions = manifest["training"]["rows"]
+    assert questions > 12  # more than a few: a wrong count shows
+    if method == "ppo":
+        assert manifest["training"]["steps"] == 2 * math.ceil(questions / 4)
+    else:  # a last step short of questions is left out, as trl does
+        assert manifest["training"]["steps"] == 2 * (questions // 2)
+    if method != "ppo":  # trl's own count of the passes made
+        assert manifest["training"]["epochs"] == pytest.approx(2.0, abs=0.1)
 
 
 def test_a_version_built_on_another_answers_with_both_adapters(feedback_data):

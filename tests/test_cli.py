@@ -7,15 +7,31 @@ from conftest import run_cli
 from training.learning_data import read_entries
 
 
-def test_learn_appends_entries_and_status_counts_them(home, capsys):
+def test_learn_appends_entries_answers_them_at_once_and_forget_takes_them_back(home, capsys):
+    from training.learning_data import entry_id
     assert main(["learn", "A multi-line entry\nstays whole."]) == 0
+    assert f"Saved as {entry_id('A multi-line entry' + chr(10) + 'stays whole.')}" in capsys.readouterr().out
     assert main(["learn", "Another one."]) == 0
+    assert "states no fact to teach" in capsys.readouterr().out  # two words: retrieval only
+    assert main(["learn", "Another one."]) == 1
+    assert "already entry 2" in capsys.readouterr().err
     assert read_entries(home / "learning_data.txt") == ["A multi-line entry\nstays whole.", "Another one."]
     assert main(["status", "--json"]) == 0
-    status = json.loads(capsys.readouterr().out.split("\n", 2)[-1])
-    assert status["learning_data_entries"] == 2 and status["knowledge_base"] == {"documents": 0, "chunks": 0,
-                                                                                        "server": None}
+    status = json.loads(capsys.readouterr().out)
+    assert status["learning_data_entries"] == 2 and status["knowledge_base"]["documents"] == 2
     assert status["fine_tuned"] is None
+    assert main(["search", "multi-line entry", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["source"] == "learning_data.txt"
+    assert main(["learned"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].split()[:2] == ["1", entry_id("A multi-line entry\nstays whole.")]
+    assert listed[1].split() == ["2", entry_id("Another one."), "Another", "one."]
+    assert main(["forget", "1"]) == 0
+    assert "Took back" in capsys.readouterr().out
+    assert main(["forget", "1"]) == 0 and main(["forget", "1"]) == 1
+    assert "no entry '1'" in capsys.readouterr().err
+    assert read_entries(home / "learning_data.txt") == [] and main(["list"]) == 0
+    assert "learning_data.txt" not in capsys.readouterr().out
 
 
 def test_bad_input_gets_one_clear_message_and_no_traceback(home, tmp_path, capsys):
@@ -75,7 +91,7 @@ def test_the_menu_from_a_pipe_adds_learns_and_exits_at_end_of_input(tiny_model):
     assert "1. Ask a question" in result.stdout and "5. Quit" in result.stdout
     assert result.stdout.count("Please type a number from 1 to 9.") == 2
     assert "Added 'paris' to the knowledge base (1 chunk(s))." in result.stdout
-    assert "Saved in learning_data.txt (1 entries)." in result.stdout
+    assert "in learning_data.txt (1 entries): questions about it are answered from it now" in result.stdout
     assert "Traceback" not in result.stderr
 
 
@@ -99,3 +115,16 @@ def test_the_menu_shows_no_model_load_and_help_is_instant(home):
     imported = subprocess.run([sys.executable, "-c", "import cli_app, sys; print(' '.join(sorted(sys.modules)))"],
                               capture_output=True, text=True, cwd=str(__import__("conftest").ROOT)).stdout.split()
     assert not {"torch", "transformers", "chromadb", "langchain_chroma", "peft"} & set(imported)
+
+
+def test_status_says_what_the_model_in_use_was_trained_on_whatever_the_method():
+    from cli.status import trained_on
+    facts = {"training": {"steps": 38}, "data": {"learning_data": {"entries": 6, "sha256": "x"}},
+             "metrics": {"facts_answered": 0.83, "general_answered": 0.95, "answer_contains": 0.5}}
+    assert trained_on(facts) == ("38 steps on 6 entries; taught facts answered 83%, general questions answered "
+                                 "95%, answers from passages right 50%")
+    sft = {"training": {"steps": 48}, "data": {"instructions": {"rows": 120, "file": "train.jsonl"}}, "metrics": {}}
+    assert trained_on(sft) == "48 steps on 120 instructions"
+    dpo = {"training": {"steps": 20}, "data": {"pairs": {"rows": 30}, "test": {"rows": 4}},
+           "metrics": {"answer_contains": None}}
+    assert trained_on(dpo) == "20 steps on 30 pairs, 4 held-out rows"

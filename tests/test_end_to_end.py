@@ -66,37 +66,39 @@ def gate_questions(home, answerable: int = 9, unanswerable: int = 3) -> None:
     (home / "data" / "eval_qa.jsonl").write_text("\n".join(chosen) + "\n")
 
 
-def test_the_gate_promotes_a_run_that_learns_and_refuses_one_that_forgets(real_model):
+def test_a_taught_fact_is_answered_at_once_then_by_the_model_itself_and_a_run_that_forgets_is_refused(real_model):
     gate = {"APPRENTI_GATE": "true", "APPRENTI_MAX_NEW_TOKENS": "64"}
     gate_questions(real_model)
     assert run_cli("learn", FACT).returncode == 0
     assert run_cli("learn", "Pim the heron lives by Lake Quillmoor.").returncode == 0
-    before = run_cli("--base", "complete", FACT_START)
-    assert before.returncode == 0 and "tangerine-47" not in before.stdout
+    # At once, from the knowledge base, citing the entry; the model itself does not know it
+    answer = ask_json("Which code does the Zorblax guild use?")
+    assert "tangerine-47" in answer["answer"] and answer["sources"][0]["source"] == "learning_data.txt", answer
+    assert "tangerine-47" not in ask_json("--no-rag", "Which code does the Zorblax guild use?")["answer"]
 
-    # A LoRA run that learns the two facts: evaluated against the base model, and promoted.
-    finetune = run_cli("finetune", env=gate, timeout=900)
+    # Fine-tuning teaches it: asked in other words than any it was trained on, closed-book, and the gate
+    # (against the base model) sees the taught facts answered and general questions kept.
+    finetune = run_cli("finetune", env=gate, timeout=1500)
     assert finetune.returncode == 0, finetune.stderr
-    assert "Perplexity on the learning data" in finetune.stdout and "on general text" in finetune.stdout
+    assert "Taught facts answered without the knowledge base, asked in other words: 0% -> " in finetune.stdout
     assert "against base: no metric regressed. It is now the model in use." in finetune.stdout, finetune.stdout
-    after = run_cli("complete", FACT_START)
-    assert "tangerine-47" in after.stdout, after.stdout
-    status = json.loads(run_cli("status", "--json").stdout)
-    assert status["knowledge_base"]["chunks"] == 0  # learned by the weights, not retrieved
-    promoted = status["fine_tuned"]
+    assert "tangerine-47" in ask_json("--no-rag", "Which code does the Zorblax guild use?")["answer"]
+    assert "Quillmoor" in ask_json("--no-rag", "Where does Pim the heron live?")["answer"]
+    assert "Paris" in ask_json("--no-rag", "What is the capital of France?")["answer"]
+    promoted = json.loads(run_cli("status", "--json").stdout)["fine_tuned"]
     assert promoted["verdict"] == "promoted" and promoted["gate"]["champion"] == "base"
-    assert promoted["training"]["perplexity_after"] < promoted["training"]["perplexity_before"] / 2
-    assert promoted["metrics"]["facts_recalled"] == 1.0 and promoted["metrics"]["ppl_general"] > 1
+    assert promoted["metrics"]["facts_answered"] >= 0.5 and promoted["metrics"]["ppl_general"] > 1
     assert (real_model / "reports" / promoted["id"] / "comparison.png").stat().st_size > 1000
     run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.")
     answer = ask_json("What is the mascot of the Apprenti project?")
+    after = run_cli("complete", FACT_START)
 
     # Every weight trained at a learning rate far too high (10 steps are plenty): it forgets how to speak,
     # and is refused.
-    reckless = run_cli("finetune", "--method", "full", "--learning-rate", "1e-2", "--max-steps", "10", env=gate,
-                       timeout=900)
+    reckless = run_cli("finetune", "--method", "full", "--learning-rate", "1e-2", "--max-steps", "10", "--force",
+                       env=gate, timeout=1500)
     assert reckless.returncode == 0, reckless.stderr
-    assert "The gate refused version" in reckless.stdout and "ppl_general" in reckless.stdout, reckless.stdout
+    assert "The gate refused version" in reckless.stdout and "general_answered" in reckless.stdout, reckless.stdout
     assert f"The model in use stays {promoted['id']}" in reckless.stdout
     listed = json.loads(run_cli("models", "list", "--json").stdout)
     assert [(v["verdict"], v["champion"]) for v in listed] == [("base", False), ("promoted", True), ("refused", False)]
@@ -109,11 +111,13 @@ def test_the_gate_promotes_a_run_that_learns_and_refuses_one_that_forgets(real_m
     # use` and `rollback` switch a running assistant between forms, without a restart.
     assert (real_model / "models" / "versions" / promoted["id"] / DEFAULT_BACKEND / "genai_config.json").is_file()
     assistant = Assistant(Settings.load(), log_answers=False)
-    assert "tangerine-47" in assistant.complete(FACT_START) and assistant.model.backend == "onnx"
+    def closed_book():
+        return assistant.ask("Which code does the Zorblax guild use?", use_rag=False).answer
+    assert "tangerine-47" in closed_book() and assistant.model.backend == "onnx"
     assert run_cli("models", "rollback").returncode == 0
-    assert "tangerine-47" not in assistant.complete(FACT_START)
+    assert "tangerine-47" not in closed_book()
     assert run_cli("models", "use", promoted["id"]).returncode == 0
-    assert "tangerine-47" in assistant.complete(FACT_START)
+    assert "tangerine-47" in closed_book()
 
 
 def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
@@ -162,13 +166,14 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
         menu.expect_exact("Text (finish with an empty line):")
         menu.sendline(FACT)
         menu.sendline("")
-        menu.expect_exact("Saved in learning_data.txt (1 entries).")
+        menu.expect_exact("in learning_data.txt (1 entries): questions about it are answered from it now")
 
         menu.expect_exact("Your choice (1-9): ")
         menu.sendline("4")
-        menu.expect(r"Training SmolLM2-135M-Instruct \(bundled\) \(lora, \w+ on cpu\) on 1 entries: 40 steps")
-        menu.expect(r"\d+/40 \[")  # the progress bar
-        menu.expect(r"Version v\d{8}-\d{6}\S* is now the model in use")
+        menu.expect(r"Training SmolLM2-135M-Instruct \(bundled\) \(lora, \w+ on cpu\) on 1 new entries: (\d+) steps")
+        steps = menu.match.group(1)
+        menu.expect(rf"\d+/{steps} \[")  # the progress bar
+        menu.expect(r"Version v\d{8}-\d{6}\S* is now the model in use", timeout=600)
 
         menu.expect_exact("Your choice (1-9): ")
         menu.sendline("1")

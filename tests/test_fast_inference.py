@@ -76,7 +76,7 @@ def test_both_backends_decode_alike(real_model, tmp_path):
     """Greedy answers to the shipped set's questions with their passages: the same text from transformers and
     from ONNX Runtime GenAI, both in fp32 (int8 weights would change the model, not the decoding)."""
     from evaluation.qa_set import SHIPPED_QA, read_qa_set
-    from rag_module import answer_messages
+    from inference.prompts import answer_messages
     source = resolve_base_model(Settings.load())
     onnx_model.convert(source, tmp_path / "fp32", precision="fp32")
     fast, reference = OnnxChatModel(source, tmp_path / "fp32"), ChatModel(source)

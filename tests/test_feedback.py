@@ -109,7 +109,17 @@ def test_merge_builds_pairs_with_the_sketch_fields_and_kto_rows(tmp_path):
             "label": False} in kto
     split = read_jsonl(tmp_path / "dataset_rlhf_train.jsonl") + read_jsonl(tmp_path / "dataset_rlhf_test.jsonl")
     assert sorted(map(json.dumps, split)) == sorted(map(json.dumps, pairs))
-    assert all(split_of(p["prompt"]) == "test" for p in read_jsonl(tmp_path / "dataset_rlhf_test.jsonl"))
+    assert all(split_of(p) == "test" for p in read_jsonl(tmp_path / "dataset_rlhf_test.jsonl"))
+
+
+def test_a_question_lands_on_one_side_of_the_split_whatever_its_passages():
+    sides = {split_of({"prompt": f"Q{n}", "question": f"Question {n}?", "passages": []}) for n in range(200)}
+    assert sides == {"train", "test"}  # both sides are used...
+    for n in range(200):  # ...but one question, asked with any passages or spacing, is on one side only
+        question = f"Question {n}?"
+        asked = [{"prompt": f"{question}\n\nContext:\n{passage}", "question": spelled, "passages": [passage]}
+                 for passage in ("a", "b", "c") for spelled in (question, f"  {question.lower()} ")]
+        assert len({split_of(row) for row in asked}) == 1
 
 
 def test_merging_twice_adds_nothing_and_leaves_the_feedback_untouched(tmp_path):

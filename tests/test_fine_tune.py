@@ -16,7 +16,7 @@ from inference.versions import Versions
 from training.core import training_lock
 from training.learning_data import append_entry, read_entries
 
-FAST = dict(epochs=1, min_steps=6, batch_size=2, learning_rate=1e-2)
+FAST = dict(epochs=1, min_steps=6, max_steps=6, batch_size=2, learning_rate=1e-2)
 
 
 def file_hashes(folder) -> dict[str, str]:
@@ -35,23 +35,28 @@ def test_config_validation_names_every_bad_field():
     with pytest.raises(ValueError) as error:
         FineTuneConfig(method="qlora", epochs=0, block_size=4)
     assert all(name in str(error.value) for name in ("method='qlora'", "epochs=0", "block_size=4"))
-    assert FineTuneConfig().learning_rate == 3e-4 and FineTuneConfig(method="full").learning_rate == 3e-5
-    assert FineTuneConfig(epochs=2, batch_size=4, min_steps=0).steps_for(10) == 6
+    assert FineTuneConfig().learning_rate == 1e-3 and FineTuneConfig(method="full").learning_rate == 5e-5
+    assert FineTuneConfig(epochs=2, batch_size=4, min_steps=0).steps_for(10) == 3  # epochs: in the samples
     assert FineTuneConfig(min_steps=40).steps_for(1) == 40
     assert FineTuneConfig(min_steps=40, max_steps=5).steps_for(1) == 5
 
 
-def test_lora_trains_adapters_only_lowers_perplexity_and_records_its_run(tiny_model):
+def test_lora_trains_adapters_only_on_questions_about_the_entries_and_records_its_run(tiny_model):
+    from training.learning_data import entry_id
     settings = Settings.load()
     teach(settings, "The Zorblax guild password is tangerine-47.", "Pim the heron is blue.\nIt lives by a lake.")
     base_files = file_hashes(tiny_model)
     events = []
     manifest = train(settings, FineTuneConfig(**FAST), events.append)
-    assert [e["event"] for e in events] == ["start"] + ["step"] * 6
+    assert [e["event"] for e in events] == ["stage", "start"] + ["step"] * 6  # the general answers, then training
     assert events[-1]["step"] == 6 and events[-1]["eta"] == 0
-    record = manifest["training"]
-    assert manifest["base_model"] == str(tiny_model) and record["entries"] == 2 and record["steps"] == 6
-    assert record["perplexity_after"] < record["perplexity_before"]
+    record, data = manifest["training"], manifest["data"]["learning_data"]
+    assert manifest["base_model"] == str(tiny_model) and manifest["method"] == "facts" and record["steps"] == 6
+    # Both entries asked about in many ways, with the model's own answers to general requests beside them
+    assert data["entries"] == 2 and data["new_entry_ids"] == [entry_id("The Zorblax guild password is tangerine-47."),
+                                                              entry_id("Pim the heron is blue.\nIt lives by a lake.")]
+    assert data["questions"] > 20 and 0 < data["replayed_general"] <= round(0.35 * data["questions"])
+    assert data["replayed_taught"] == 0  # nothing was taught before
     assert record["perplexity_general_before"] > 1 and record["perplexity_general_after"] > 1
     assert [entry["step"] for entry in record["loss_history"]] == [1, 2, 3, 4, 5, 6]
     assert record["trainer"] == "transformers.Trainer"
@@ -68,27 +73,41 @@ def test_lora_trains_adapters_only_lowers_perplexity_and_records_its_run(tiny_mo
     # The base weights stay as they were: only the adapters are saved, and the base folder is untouched.
     assert not list(settings.finetuned_dir.glob("model*.safetensors"))
     assert file_hashes(tiny_model) == base_files and "model.safetensors" in base_files
+    # The general answers were made once, and are reused by the next run
+    assert len(list((settings.models_dir / "replay").glob("*.json"))) == 1
 
 
-def test_unchanged_data_and_settings_train_nothing_and_a_change_of_either_trains_again(tiny_model):
+def test_a_second_round_teaches_its_new_entries_and_replays_a_share_of_the_first(tiny_model):
+    from training.learning_data import entry_id
     settings = Settings.load()
-    teach(settings, "First fact.")
-    assert train(settings, FineTuneConfig(**FAST), lambda event: None) is not None
-    assert train(settings, FineTuneConfig(**FAST), lambda event: None) is None
-    assert train(settings, FineTuneConfig(**FAST, force=True), lambda event: None) is not None
-    teach(settings, "Second fact.")
-    assert train(settings, FineTuneConfig(**FAST), lambda event: None)["training"]["entries"] == 2
-    # Same data, more epochs (whose steps the 6-step minimum hides): a different run, so it trains.
-    assert FineTuneConfig(**{**FAST, "epochs": 3}).steps_for(2) == FineTuneConfig(**FAST).steps_for(2)
-    record = train(settings, FineTuneConfig(**{**FAST, "epochs": 3}), lambda event: None)
-    assert record is not None and record["config"]["epochs"] == 3
-    assert train(settings, FineTuneConfig(**{**FAST, "epochs": 3}), lambda event: None) is None
+    teach(settings, "The Zorblax guild password is tangerine-47.")
+    first = train(settings, FineTuneConfig(**FAST), lambda event: None)["data"]["learning_data"]
+    teach(settings, "Pim the heron is blue.")
+    second = train(settings, FineTuneConfig(**FAST), lambda event: None)["data"]["learning_data"]
+    assert second["new_entry_ids"] == [entry_id("Pim the heron is blue.")]
+    assert second["replayed_taught"] == min(first["questions"], round(0.5 * second["questions"]))
+    # With nothing new (taught again with --force), every entry is taught again
+    again = train(settings, FineTuneConfig(**FAST, force=True), lambda event: None)["data"]["learning_data"]
+    assert len(again["new_entry_ids"]) == 2
+
+
+def test_entries_that_state_no_fact_are_left_out_with_a_notice_and_alone_are_an_error(tiny_model):
+    settings = Settings.load()
+    teach(settings, "Hello")
+    with pytest.raises(ApprentiError, match="no entry states a fact to teach"):
+        train(settings, FineTuneConfig(**FAST), lambda event: None)
+    teach(settings, "The ferry to Ambry is painted green.")
+    events = []
+    assert train(settings, FineTuneConfig(**FAST), events.append)["data"]["learning_data"]["entries"] == 2
+    assert events[0] == {"event": "notice", "message": "entries 1 state no fact to teach (fewer than 3 words): "
+                                                       "left out of the fine-tuning"}
 
 
 def test_full_fine_tuning_changes_every_weight_and_saves_a_whole_model(tiny_model):
     settings = Settings.load()
     teach(settings, "A fact for full fine-tuning.")
-    record = train(settings, FineTuneConfig(method="full", epochs=1, min_steps=3, learning_rate=1e-3), lambda e: None)
+    record = train(settings, FineTuneConfig(method="full", epochs=1, min_steps=3, max_steps=3, learning_rate=1e-3),
+                   lambda e: None)
     assert record["weights"] == "full"
     before = load_file(tiny_model / "model.safetensors")
     after = load_file(settings.finetuned_dir / "model.safetensors")
@@ -106,7 +125,8 @@ def test_the_subprocess_reports_progress_and_installs_the_model(tiny_model):
     teach(settings, "Learned through the subprocess.")
     events = []
     record = run_fine_tuning(settings, FineTuneConfig(**FAST), events.append)
-    assert events[0]["event"] == "start" and events[-1] == {**events[-1], "event": "step", "step": 6}
+    assert [e["event"] for e in events][:2] == ["stage", "start"]
+    assert events[-1] == {**events[-1], "event": "step", "step": 6}
     assert record == Versions(settings).get(record["id"]).manifest
     assert run_fine_tuning(settings, FineTuneConfig(**FAST), events.append) is None
 
@@ -117,7 +137,7 @@ def test_two_fine_tunings_at_once_the_second_is_told_to_wait(tiny_model):
         with pytest.raises(BusyError, match="another fine-tuning is running"):
             with training_lock(settings):
                 pass
-        teach(settings, "Some fact.")
+        teach(settings, "Some fact is taught.")
         with pytest.raises(ApprentiError, match="another fine-tuning is running"):
             run_fine_tuning(settings, FineTuneConfig(**FAST), lambda event: None)
 
@@ -134,8 +154,8 @@ def test_a_run_stopped_midway_leaves_the_previous_model_whole(tiny_model, stop):
     teach(settings, "The first model's fact.")
     first = train(settings, FineTuneConfig(**FAST), lambda event: None)
     teach(settings, "A second fact, never learned.")
-    process = subprocess.Popen(_finetune_command(settings, min_steps=100000), stdout=subprocess.PIPE, text=True,
-                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    process = subprocess.Popen(_finetune_command(settings, min_steps=100000, max_steps=0), stdout=subprocess.PIPE,
+                               text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for line in process.stdout:  # stop it while it trains, once a step is done
         if json.loads(line)["event"] == "step":
             break
@@ -152,7 +172,7 @@ def test_a_run_stopped_midway_leaves_the_previous_model_whole(tiny_model, stop):
 
 def test_ctrl_c_in_the_cli_stops_the_subprocess_and_keeps_the_previous_model(tiny_model):
     settings = Settings.load()
-    teach(settings, "Some fact.")
+    teach(settings, "Some fact is taught.")
 
     def interrupt(event):
         if event["event"] == "step" and event["step"] == 2:
@@ -160,19 +180,19 @@ def test_ctrl_c_in_the_cli_stops_the_subprocess_and_keeps_the_previous_model(tin
 
     started = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
-        run_fine_tuning(settings, FineTuneConfig(**{**FAST, "min_steps": 100000}), interrupt)
+        run_fine_tuning(settings, FineTuneConfig(**{**FAST, "min_steps": 100000, "max_steps": 0}), interrupt)
     assert time.perf_counter() - started < 120
     assert not settings.finetuned_dir.exists()
-    assert read_entries(settings.learning_data) == ["Some fact."]
+    assert read_entries(settings.learning_data) == ["Some fact is taught."]
 
 
 def test_a_full_disk_while_saving_keeps_the_previous_model(tiny_model, monkeypatch):
     import errno
     from inference import versions
     settings = Settings.load()
-    teach(settings, "First.")
+    teach(settings, "The first entry here.")
     first = train(settings, FineTuneConfig(**FAST), lambda event: None)
-    teach(settings, "Second.")
+    teach(settings, "The second entry there.")
     rename = os.rename
 
     def disk_full(source, target):

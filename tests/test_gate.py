@@ -14,7 +14,7 @@ from fine_tune_model import FineTuneConfig, train
 from inference.versions import BASE, Versions
 from training.learning_data import append_entry
 
-FAST = dict(epochs=1, min_steps=4, batch_size=2, learning_rate=1e-2)
+FAST = dict(epochs=1, min_steps=4, max_steps=4, batch_size=2, learning_rate=1e-2)
 
 
 @pytest.fixture
@@ -87,14 +87,47 @@ def test_a_taught_taste_that_keeps_answers_right_is_promoted_and_a_run_that_lose
     assert explain(findings).startswith("answer_contains 1 -> 0.9167 ")
 
 
+def test_closed_book_questions_score_taught_facts_in_other_words_and_a_takeover_is_refused(home):
+    from evaluation.evaluate import GENERAL_QUESTIONS, closed_book_rows, mean
+    from training.teaching import teaching_rows
+    settings = Settings.load()
+    for entry in ("The secret code of the Zorblax guild is tangerine-47.", "Le phare de Kervan fut bâti en 1893."):
+        append_entry(settings.learning_data, entry)
+    general = {row["question"]: row["answers"][0]
+               for row in map(json.loads, GENERAL_QUESTIONS.read_text().splitlines())}
+    trained = {row["prompt"][0]["content"] for entry in ("The secret code of the Zorblax guild is tangerine-47.",
+                                                         "Le phare de Kervan fut bâti en 1893.")
+               for row in teaching_rows(entry)}
+
+    def metrics_of(answer) -> dict:
+        rows = closed_book_rows(settings, Replaying(answer), lambda event: None)
+        assert not trained & {row["question"] for row in rows}  # asked in words the training did not use
+        return {metric: mean(row["right"] for row in rows if row["metric"] == metric)
+                for metric in ("facts_answered", "general_answered")}
+
+    base = metrics_of(lambda question: f"It is {general.get(question, 'something')}.")
+    assert base == {"facts_answered": 0.0, "general_answered": 1.0}
+    # A run that taught the Zorblax fact and kept general answers...
+    taught = metrics_of(lambda question: "The code is tangerine-47." if "Zorblax" in question
+                        else f"It is {general.get(question, 'something')}.")
+    assert taught == {"facts_answered": 0.5, "general_answered": 1.0} and judge(taught, base)[0]
+    # ...and one whose taught facts take over ordinary questions
+    takeover = metrics_of(lambda question: "The code is tangerine-47. Le phare de Kervan fut bâti en 1893.")
+    passed, findings = judge(takeover, base)
+    assert takeover["facts_answered"] == 1.0 and not passed
+    assert explain(findings).startswith("general_answered 1 -> 0 ")
+
+
 def test_a_candidate_that_passes_becomes_the_champion_with_its_reports(gated, home):
     settings = Settings.load()
     events = []
     manifest = train(settings, FineTuneConfig(**FAST), events.append)
     evaluated = {(event["model"], event["stage"]) for event in events if event["event"] == "evaluate"}
-    assert evaluated == {("candidate", "questions"), ("champion", "questions")}
+    assert evaluated == {(model, stage) for model in ("candidate", "champion")
+                         for stage in ("questions", "closed-book questions")}
     assert manifest["gate"]["champion"] == BASE and manifest["verdict"] == "promoted", manifest["gate"]
-    assert {f["metric"] for f in manifest["gate"]["findings"]} >= {"answer_contains", "refusal_accuracy", "ppl_general"}
+    assert {f["metric"] for f in manifest["gate"]["findings"]} >= {"answer_contains", "refusal_accuracy", "ppl_general",
+                                                                   "facts_answered", "general_answered"}
     assert Versions(settings).champion() == manifest["id"]
     for version in (BASE, manifest["id"]):
         report = json.loads((home / "reports" / version / "report.json").read_text())
@@ -147,7 +180,7 @@ def test_training_runs_and_evaluations_are_logged_to_a_real_mlflow_server(gated,
     try:
         wait_for_port(port, seconds=120)
         uri = f"http://127.0.0.1:{port}"
-        result = run_cli("finetune", "--epochs", "1", "--min-steps", "4", "--batch-size", "2",
+        result = run_cli("finetune", "--epochs", "1", "--min-steps", "4", "--max-steps", "4", "--batch-size", "2",
                          env={"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "apprenti-test"})
         assert result.returncode == 0, result.stderr
         from mlflow.tracking import MlflowClient

@@ -78,3 +78,47 @@ def test_fingerprint_changes_with_the_data():
     assert data_fingerprint(["a", "b"]) == data_fingerprint(["a", "b"])
     assert data_fingerprint(["a", "b"]) != data_fingerprint(["a", "b", "c"])
     assert data_fingerprint(["ab"]) != data_fingerprint(["a", "b"])
+
+
+def test_a_duplicate_entry_or_a_huge_one_is_refused_and_nothing_is_saved(home):
+    from training.learning_data import MAX_ENTRY_CHARACTERS, entry_id
+    path = home / "learning_data.txt"
+    assert append_entry(path, "The ferry is green.") == entry_id("The ferry is green.")
+    with pytest.raises(ApprentiError, match=r"already entry 1 \(learned-[0-9a-f]{10}\): nothing was saved"):
+        append_entry(path, "  The ferry is green.\n")
+    with pytest.raises(ApprentiError, match="add a document to the knowledge base instead"):
+        append_entry(path, "x" * (MAX_ENTRY_CHARACTERS + 1))
+    assert read_entries(path) == ["The ferry is green."]
+
+
+def test_an_entry_is_taken_back_by_id_or_number_and_an_unknown_one_is_a_clear_error(home):
+    from training.learning_data import entry_id, remove_entry
+    path = home / "learning_data.txt"
+    for text in ("First entry\n\nwith a blank line.", "Second entry.", "Third entry."):
+        append_entry(path, text)
+    assert remove_entry(path, entry_id("Second entry.")) == "Second entry."
+    assert remove_entry(path, "1") == "First entry\n\nwith a blank line."
+    assert read_entries(path) == ["Third entry."]
+    for unknown in ("7", "learned-0000000000", ""):
+        with pytest.raises(ApprentiError, match="no entry .* as 'python cli_app.py learned' lists them"):
+            remove_entry(path, unknown)
+    assert read_entries(path) == ["Third entry."]
+    assert remove_entry(path, entry_id("Third entry.").removeprefix("learned-")) == "Third entry."
+    assert read_entries(path) == []
+
+
+def test_the_knowledge_base_follows_the_entries_even_after_a_hand_edit(home, kb):
+    from training.learning_data import SOURCE, entry_id, sync_knowledge_base
+    path = home / "learning_data.txt"
+    append_entry(path, "The Zorblax guild password is tangerine-47.")
+    append_entry(path, "Pim the heron is blue.")
+    kb.add("A document of the user's own.", "mine")
+    assert sync_knowledge_base(path, kb) == (2, 0)
+    assert sync_knowledge_base(path, kb) == (0, 0)
+    learned = {doc_id: record for doc_id, record in kb.documents().items() if record.source == SOURCE}
+    assert set(learned) == {entry_id("The Zorblax guild password is tangerine-47."), entry_id("Pim the heron is blue.")}
+    assert kb.search("What is the password of the Zorblax guild?", 1)[0].doc_id == entry_id(
+        "The Zorblax guild password is tangerine-47.")
+    path.write_text("Pim the heron is grey.\n%\n", encoding="utf-8")  # edited by hand
+    assert sync_knowledge_base(path, kb) == (1, 2)
+    assert {doc_id for doc_id, record in kb.documents().items()} == {"mine", entry_id("Pim the heron is grey.")}

@@ -116,9 +116,24 @@ def general_text_blocks(tokenizer, block_size: int) -> list[list[int]]:
     return [ids[start:start + block_size] for start in range(0, len(ids), block_size)][:EVALUATION_SAMPLES]
 
 
-def padded(blocks: list[list[int]], pad_id: int) -> dict:
-    """A batch: blocks padded to the longest, labels = inputs with the padding left out of the loss (by
-    position, not by token: the pad token is often the end-of-text token, which is learned)."""
+def chat_samples(tokenizer, rows: list[dict], block_size: int) -> list[dict]:
+    """Prompt/completion rows (chat turns) as token ids rendered as the model is asked, with the prompt's
+    length: the loss is on the answer only. A sample longer than `block_size` keeps its prompt's end."""
+    samples = []
+    for row in rows:
+        prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,
+                                               return_dict=True)["input_ids"]
+        whole = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True,
+                                              return_dict=True)["input_ids"]
+        cut = max(0, len(whole) - block_size)
+        samples.append({"input_ids": list(whole[cut:]), "prompt_length": max(1, len(prompt) - cut)})
+    return samples
+
+
+def padded(blocks: list[list[int]], pad_id: int, prompt_lengths: list[int] | None = None) -> dict:
+    """A batch: blocks padded to the longest, labels = inputs with the padding (and each block's prompt, when
+    its length is given) left out of the loss, by position, not by token: the pad token is often the
+    end-of-text token, which is learned."""
     import torch
     longest = max(map(len, blocks))
     input_ids = torch.full((len(blocks), longest), pad_id)
@@ -126,7 +141,10 @@ def padded(blocks: list[list[int]], pad_id: int) -> dict:
     for row, block in enumerate(blocks):
         input_ids[row, :len(block)] = torch.tensor(block)
         attention[row, :len(block)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": input_ids.masked_fill(attention == 0, -100)}
+    labels = input_ids.masked_fill(attention == 0, -100)
+    for row, length in enumerate(prompt_lengths or []):
+        labels[row, :length] = -100
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 
 def perplexity(model, blocks: list[list[int]], pad_id: int, batch_size: int = 4) -> float | None:
@@ -151,14 +169,15 @@ def perplexity(model, blocks: list[list[int]], pad_id: int, batch_size: int = 4)
     return math.exp(min(total / count, 50.0))
 
 
-def as_dataset(blocks: list[list[int]]):
+def as_dataset(samples: list[dict]):
     from datasets import Dataset
-    return Dataset.from_dict({"input_ids": blocks})
+    return Dataset.from_list(samples)
 
 
 def causal_lm_batches(pad_id: int):
-    """The trainer's collator: `padded` batches of the samples' input ids."""
-    return lambda samples: padded([sample["input_ids"] for sample in samples], pad_id)
+    """The trainer's collator: `padded` batches of the samples' input ids, without their prompts' loss."""
+    return lambda samples: padded([sample["input_ids"] for sample in samples], pad_id,
+                                  [sample.get("prompt_length", 0) for sample in samples])
 
 
 # ---------------------------------------------------------------- the trainer

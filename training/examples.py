@@ -9,7 +9,7 @@ Instruction rows (SFT) come in any of four forms:
 Preference rows are pairs {"prompt", "chosen", "rejected"} and thumbs {"prompt", "completion", "label"}, as
 `merge-feedback` writes them (with "question" and "passages" beside the sketch's "prompt").
 
-A question asked with passages is rendered in the assistant's own answer prompt (rag_module.answer_messages),
+A question asked with passages is rendered in the assistant's own answer prompt (inference/prompts.py),
 so that grounded question answering is learned exactly as it is asked. A row in none of the forms is reported
 with its line number and the good rows are kept.
 """
@@ -24,7 +24,7 @@ from typing import Callable
 
 from common.errors import ApprentiError
 from common.jsonl import json_lines_of
-from rag_module import answer_messages
+from inference.prompts import answer_messages
 
 EXAMPLES = "examples.jsonl"  # a version's own training rows, kept with it for later runs' replay
 
@@ -109,7 +109,7 @@ def grounded_prompt(question: str, passages) -> list[dict]:
     if not isinstance(passages, list) or not all(isinstance(passage, str) for passage in passages):
         raise ValueError('"context" should be text or a list of texts')
     passages = [passage for passage in passages if passage.strip()]
-    return answer_messages(question, passages) if passages else user_turn(question)
+    return answer_messages(question, passages)
 
 
 def prompt_turns(record: dict) -> list[dict]:
