@@ -25,6 +25,7 @@ bench: $(VENV)/.test-installed
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/learning.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/inference.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/decoding.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/teaching.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/serve_load.py
 
 $(VENV)/.app-installed: requirements.txt

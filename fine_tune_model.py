@@ -40,7 +40,7 @@ class FineTuneConfig(Options):
                                                   "choices": ["lora", "full"]})
     epochs: int = field(default=2, metadata={"help": "passes over the new entries' questions (what is replayed: "
                                                     "once)", "least": 1})
-    min_steps: int = field(default=20, metadata={"help": "small data is repeated up to this many steps", "least": 0})
+    min_steps: int = field(default=10, metadata={"help": "small data is repeated up to this many steps", "least": 0})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0: no limit)", "least": 0})
     learning_rate: float = field(default=0.0, metadata={"help": "0: 1e-3 for lora, 5e-5 for full"})
     batch_size: int = field(default=8, metadata={"help": "questions per step", "least": 1})
@@ -48,7 +48,7 @@ class FineTuneConfig(Options):
     lora_rank: int = field(default=16, metadata={"help": "rank of the LoRA adapters", "least": 1})
     replay_taught: float = field(default=0.5, metadata={"help": "questions of entries taught before, as a share of "
                                                                 "the new entries' questions"})
-    replay_general: float = field(default=0.35, metadata={"help": "general requests answered by the model itself, "
+    replay_general: float = field(default=1.0, metadata={"help": "general requests answered by the model itself, "
                                                                   "as a share of the new questions seen"})
     seed: int = field(default=0, metadata={"help": "random seed, for runs that repeat"})
     force: bool = field(default=False, metadata={"help": "train even when the data and settings have not changed"})
@@ -176,8 +176,8 @@ def taught_entry_ids(settings: Settings) -> set[str]:
 
 def general_replay(settings: Settings, model, tokenizer, report: Report) -> list[dict]:
     """General requests (training/general_prompts.txt) with the model's own answers, made once per base model
-    (from the model a run starts from, the base model at first) and cached in models/replay/: 75 s here for
-    the 76 answers of the bundled model."""
+    (from the model a run starts from, the base model at first) and cached in models/replay/ (74 s here for
+    76 answers of the bundled model)."""
     from common.files import write_whole
     from inference.locate import resolve_base_model
     from training.core import raise_if_stopped
@@ -190,7 +190,7 @@ def general_replay(settings: Settings, model, tokenizer, report: Report) -> list
         answers = json.loads(cache.read_text(encoding="utf-8"))["answers"]
     except (OSError, ValueError, KeyError):
         report({"event": "stage", "stage": f"making the model's own answers to {len(prompts)} general requests, "
-                                           "once for this base model (about a minute)"})
+                                           "once for this base model (a minute or two)"})
         answers = general_answers(model, tokenizer, prompts)
         raise_if_stopped()
         try:

