@@ -32,6 +32,7 @@ from training.options import Options
 from evaluation.gate import GatedRun
 
 GENERAL_PROMPTS = Path(__file__).with_name("training") / "general_prompts.txt"
+SHIPPED_ANSWERS = GENERAL_PROMPTS.with_name("general_answers.json")
 
 
 @dataclass
@@ -50,6 +51,8 @@ class FineTuneConfig(Options):
                                                                 "the new entries' questions"})
     replay_general: float = field(default=1.0, metadata={"help": "general requests answered by the model itself, "
                                                                   "as a share of the new questions seen"})
+    anchor_weight: float = field(default=3.0, metadata={"help": "weight of the general answers' loss (with lora: "
+                                                                "their KL divergence from the starting model)"})
     seed: int = field(default=0, metadata={"help": "random seed, for runs that repeat"})
     force: bool = field(default=False, metadata={"help": "train even when the data and settings have not changed"})
 
@@ -61,6 +64,8 @@ class FineTuneConfig(Options):
             problems.append(f"block_size={self.block_size}: use 16 to 8192 tokens")
         if self.learning_rate < 0:
             problems.append(f"learning_rate={self.learning_rate}: use a positive rate, or 0 for the default")
+        if not 0 <= self.anchor_weight <= 100:
+            problems.append(f"anchor_weight={self.anchor_weight}: use a weight from 0 to 100")
         for name in ("replay_taught", "replay_general"):
             if not 0 <= getattr(self, name) <= 4:
                 problems.append(f"{name}={getattr(self, name)}: use a share from 0 to 4")
@@ -129,18 +134,27 @@ class FactTeaching(GatedRun):
         seen = self.config.epochs * len(new)  # the new questions, as many times as they are seen
         general = rng.sample(general, min(len(general), round(self.config.replay_general * seen)))
         self.questions, self.replayed_taught, self.replayed_general = len(new), len(earlier), len(general)
-        return new * self.config.epochs + earlier + general
+        return new * self.config.epochs + earlier + [{**row, "anchor": True} for row in general]
 
     def trainer(self, model, tokenizer, scratch: Path):
-        from transformers import Trainer, TrainingArguments
+        from transformers import TrainingArguments
         from training.core import as_dataset, causal_lm_batches, chat_samples, trainer_arguments
+        from training.teaching import anchored_trainer
         samples = chat_samples(tokenizer, self.mix, self.config.block_size)
+        for sample, row in zip(samples, self.mix):
+            sample["anchor"] = bool(row.get("anchor"))
         arguments = trainer_arguments(TrainingArguments, scratch, steps=self.config.steps_for(len(samples)),
                                       batch_size=self.config.batch_size, learning_rate=self.config.learning_rate,
                                       seed=self.config.seed, train_sampling_strategy="sequential")
         batches = length_grouped(samples, self.config.batch_size, self.config.seed)
-        return Trainer(model=model, args=arguments, train_dataset=as_dataset(batches),
-                       data_collator=causal_lm_batches(tokenizer.pad_token_id))
+        collate = causal_lm_batches(tokenizer.pad_token_id)
+
+        def collate_with_anchors(batch: list[dict]) -> dict:
+            import torch
+            return {**collate(batch), "anchor": torch.tensor([sample["anchor"] for sample in batch])}
+        trainer_class = anchored_trainer(self.config.anchor_weight)
+        return trainer_class(model=model, args=arguments, train_dataset=as_dataset(batches),
+                             data_collator=collate_with_anchors)
 
     def start_event(self) -> dict:
         return {"entries": len(self.new_ids), "samples": len(self.mix), "what": "new entries"}
@@ -176,33 +190,49 @@ def taught_entry_ids(settings: Settings) -> set[str]:
 
 def general_replay(settings: Settings, model, tokenizer, report: Report) -> list[dict]:
     """General requests (training/general_prompts.txt) with the model's own answers, made once per base model
-    (from the model a run starts from, the base model at first) and cached in models/replay/ (74 s here for
-    76 answers of the bundled model)."""
+    (from the model a run starts from, the base model at first) and cached in models/replay/; the bundled
+    model's are shipped (training/general_answers.json: three minutes of its first fine-tuning here)."""
     from common.files import write_whole
     from inference.locate import resolve_base_model
     from training.core import raise_if_stopped
     from training.teaching import closed_book_example, general_answers
-    prompts = [line.strip() for line in GENERAL_PROMPTS.read_text(encoding="utf-8").splitlines()
-               if line.strip() and not line.startswith("#")]
+    prompts = general_prompts()
     base = resolve_base_model(settings).name
-    cache = settings.models_dir / "replay" / f"{hashed(base + GENERAL_PROMPTS.read_text(encoding='utf-8'))}-2.json"
-    try:
-        answers = json.loads(cache.read_text(encoding="utf-8"))["answers"]
-    except (OSError, ValueError, KeyError):
+    fingerprint = replay_fingerprint(base)
+    cache = settings.models_dir / "replay" / f"{fingerprint}.json"
+    answers = next((record["answers"] for record in map(read_answers, (cache, SHIPPED_ANSWERS))
+                    if record.get("fingerprint") == fingerprint and len(record.get("answers", [])) == len(prompts)),
+                   None)
+    if answers is None:
         report({"event": "stage", "stage": f"making the model's own answers to {len(prompts)} general requests, "
-                                           "once for this base model (a minute or two)"})
+                                           "once for this base model (a few minutes)"})
         answers = general_answers(model, tokenizer, prompts)
         raise_if_stopped()
+        record = {"base_model": base, "fingerprint": fingerprint, "answers": answers}
         try:
-            write_whole(cache, json.dumps({"base_model": base, "answers": answers}, ensure_ascii=False).encode())
+            write_whole(cache, json.dumps(record, ensure_ascii=False, indent=0).encode())
         except ApprentiError as error:  # a full disk: the run goes on, the answers are made again next time
             report({"event": "notice", "message": f"the general answers were not cached ({error})"})
     return [closed_book_example(prompt, answer) for prompt, answer in zip(prompts, answers) if answer.strip()]
 
 
-def hashed(text: str) -> str:
-    import hashlib
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def general_prompts() -> list[str]:
+    return [line.strip() for line in GENERAL_PROMPTS.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def replay_fingerprint(base_model: str) -> str:
+    """What the model's general answers depend on: the base model's name and the requests."""
+    from store.documents import content_hash
+    return content_hash(base_model + "\n" + "\n".join(general_prompts()))
+
+
+def read_answers(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def train(settings: Settings, config: FineTuneConfig, report: Report) -> dict | None:

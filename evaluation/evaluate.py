@@ -52,6 +52,8 @@ def evaluate(settings: Settings, qa_path: Path | None = None,
               **language_scores(settings, assistant.model, weights),
               **{metric: mean(row["right"] for row in closed_book if row["metric"] == metric)
                  for metric in ("facts_answered", "general_answered")},
+              "general_free_of_facts": mean(not row["taught_fact"] for row in closed_book
+                                            if row["metric"] == "general_answered"),
               "preference_accuracy": preference_accuracy(settings, weights)}
     return {"model": assistant.model.name, "version": assistant.model.version, "qa_set": str(qa_path),
             "inputs": evaluation_inputs(settings, qa_path, knowledge_base), "questions": len(questions),
@@ -89,12 +91,15 @@ def score_question(assistant, question: Question) -> dict:
 def closed_book_rows(settings: Settings, assistant, progress: Callable[[dict], None]) -> list[dict]:
     """Questions asked without the knowledge base, as `ask --no-rag` does: about each taught fact, in words its
     training did not use (training.teaching.probe_questions), right when the answer gives what the fact says
-    beyond the question; and the shipped general questions, right when the answer holds the reference."""
+    beyond the question; and the shipped general questions, right when the answer holds the reference, and
+    marked when it gives a taught fact instead (a fact that took over ordinary questions)."""
     import random
     from common.jsonl import json_lines_of
     from training.learning_data import read_entries
-    from training.teaching import answered, probe_questions
-    probes = [probe for entry in read_entries(settings.learning_data) for probe in probe_questions(entry)]
+    from training.teaching import answered, facts_of, probe_questions
+    entries = read_entries(settings.learning_data)
+    facts = [fact for entry in entries for fact in facts_of(entry)]
+    probes = [probe for entry in entries for probe in probe_questions(entry)]
     probes = random.Random(0).sample(probes, MAX_PROBES) if len(probes) > MAX_PROBES else probes
     general = [line.record for line in json_lines_of(GENERAL_QUESTIONS)]
     rows = []
@@ -102,7 +107,8 @@ def closed_book_rows(settings: Settings, assistant, progress: Callable[[dict], N
         answer = assistant.ask(question, use_rag=False, max_new_tokens=CLOSED_BOOK_TOKENS, check=False).answer
         if isinstance(fact, dict):
             rows.append({"metric": "general_answered", "question": question, "answer": answer,
-                         "right": metrics.answer_contains(answer, fact["answers"]) > 0})
+                         "right": metrics.answer_contains(answer, fact["answers"]) > 0,
+                         "taught_fact": any(answered(answer, question, taught) for taught in facts)})
         else:
             rows.append({"metric": "facts_answered", "question": question, "answer": answer, "fact": fact.sentence,
                          "right": answered(answer, question, fact)})

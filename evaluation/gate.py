@@ -37,10 +37,14 @@ DEFAULT_THRESHOLDS = (
     # changed wording of a run that learns (greedy answers flip when the weights move), never two.
     Threshold("answer_contains", True, absolute=0.05),
     Threshold("refusal_accuracy", True, absolute=0.05),
-    # Closed-book: a taught fact forgotten, or a general question the base model answers lost, is a regression
-    # (one general question in twenty may flip with the weights, as above).
+    # Closed-book: a taught fact forgotten is a regression; a general answer that gives a taught fact instead
+    # (the fact took over ordinary questions) is one too. General questions answered right may lose three in
+    # twenty: runs of the bundled model that moved its weights as far as teaching two facts does, but taught
+    # none (a lower learning rate, a smaller rank), lost one to three of the 20 in answers that changed shape,
+    # not in taught facts (README, "Teaching facts"); a run that forgets how to speak loses most.
     Threshold("facts_answered", True, absolute=0.0),
-    Threshold("general_answered", True, absolute=0.05),
+    Threshold("general_free_of_facts", True, absolute=0.0),
+    Threshold("general_answered", True, absolute=0.15),
     Threshold("ppl_general", False, absolute=0.0, relative=0.5),
     Threshold("preference_accuracy", True, absolute=0.10),
 )

@@ -92,9 +92,18 @@ def tiny_model_dir(tmp_path_factory, bundled_models) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_replay(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny-replay")
+
+
 @pytest.fixture
-def tiny_model(tiny_model_dir, monkeypatch) -> Path:
+def tiny_model(tiny_model_dir, tiny_replay, home, monkeypatch) -> Path:
+    """The tiny model as the base model; the general answers fine-tuning replays are made once for the session
+    (a test of their making removes the link)."""
     monkeypatch.setenv("APPRENTI_BASE_MODEL", str(tiny_model_dir))
+    (home / "models").mkdir(exist_ok=True)
+    (home / "models" / "replay").symlink_to(tiny_replay, target_is_directory=True)
     return tiny_model_dir
 
 

@@ -74,7 +74,7 @@ def test_a_taught_fact_is_answered_at_once_then_by_the_model_itself_and_a_run_th
     # At once, from the knowledge base, citing the entry; the model itself does not know it
     answer = ask_json("Which code does the Zorblax guild use?")
     assert "tangerine-47" in answer["answer"] and answer["sources"][0]["source"] == "learning_data.txt", answer
-    assert "tangerine-47" not in ask_json("--no-rag", "Which code does the Zorblax guild use?")["answer"]
+    assert "tangerine-47" not in ask_json("--no-rag", "What is the Zorblax guild's secret code?")["answer"]
 
     # Fine-tuning teaches it: asked in other words than any it was trained on, closed-book, and the gate
     # (against the base model) sees the taught facts answered and general questions kept.
@@ -82,12 +82,17 @@ def test_a_taught_fact_is_answered_at_once_then_by_the_model_itself_and_a_run_th
     assert finetune.returncode == 0, finetune.stderr
     assert "Taught facts answered without the knowledge base, asked in other words: 0% -> " in finetune.stdout
     assert "against base: no metric regressed. It is now the model in use." in finetune.stdout, finetune.stdout
-    assert "tangerine-47" in ask_json("--no-rag", "Which code does the Zorblax guild use?")["answer"]
+    # (a question whose verb the fact does not carry, "Which code does the Zorblax guild use?", is answered
+    # with invented program code: README, "Teaching facts")
+    assert "tangerine-47" in ask_json("--no-rag", "What is the Zorblax guild's secret code?")["answer"]
     assert "Quillmoor" in ask_json("--no-rag", "Where does Pim the heron live?")["answer"]
-    assert "Paris" in ask_json("--no-rag", "What is the capital of France?")["answer"]
+    for question in ("What is the capital of France?", "Which animal says meow?"):  # no fact took them over
+        answer = ask_json("--no-rag", question)["answer"]
+        assert "tangerine" not in answer and "Quillmoor" not in answer, answer
     promoted = json.loads(run_cli("status", "--json").stdout)["fine_tuned"]
     assert promoted["verdict"] == "promoted" and promoted["gate"]["champion"] == "base"
     assert promoted["metrics"]["facts_answered"] >= 0.5 and promoted["metrics"]["ppl_general"] > 1
+    assert promoted["metrics"]["general_free_of_facts"] == 1.0
     assert (real_model / "reports" / promoted["id"] / "comparison.png").stat().st_size > 1000
     run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.")
     answer = ask_json("What is the mascot of the Apprenti project?")
@@ -112,7 +117,7 @@ def test_a_taught_fact_is_answered_at_once_then_by_the_model_itself_and_a_run_th
     assert (real_model / "models" / "versions" / promoted["id"] / DEFAULT_BACKEND / "genai_config.json").is_file()
     assistant = Assistant(Settings.load(), log_answers=False)
     def closed_book():
-        return assistant.ask("Which code does the Zorblax guild use?", use_rag=False).answer
+        return assistant.ask("What is the Zorblax guild's secret code?", use_rag=False).answer
     assert "tangerine-47" in closed_book() and assistant.model.backend == "onnx"
     assert run_cli("models", "rollback").returncode == 0
     assert "tangerine-47" not in closed_book()
@@ -170,7 +175,7 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
 
         menu.expect_exact("Your choice (1-9): ")
         menu.sendline("4")
-        menu.expect(r"Training SmolLM2-135M-Instruct \(bundled\) \(lora, \w+ on cpu\) on 1 new entries: (\d+) steps")
+        menu.expect(r"Training SmolLM2-135M-Instruct \(bundled\) \(facts, \w+ on cpu\) on 1 new entries: (\d+) steps")
         steps = menu.match.group(1)
         menu.expect(rf"\d+/{steps} \[")  # the progress bar
         menu.expect(r"Version v\d{8}-\d{6}\S* is now the model in use", timeout=600)

@@ -44,6 +44,7 @@ def test_config_validation_names_every_bad_field():
 def test_lora_trains_adapters_only_on_questions_about_the_entries_and_records_its_run(tiny_model):
     from training.learning_data import entry_id
     settings = Settings.load()
+    (settings.models_dir / "replay").unlink()  # the general answers are made here, not shared
     teach(settings, "The Zorblax guild password is tangerine-47.", "Pim the heron is blue.\nIt lives by a lake.")
     base_files = file_hashes(tiny_model)
     events = []
@@ -59,7 +60,7 @@ def test_lora_trains_adapters_only_on_questions_about_the_entries_and_records_it
     assert data["replayed_taught"] == 0  # nothing was taught before
     assert record["perplexity_general_before"] > 1 and record["perplexity_general_after"] > 1
     assert [entry["step"] for entry in record["loss_history"]] == [1, 2, 3, 4, 5, 6]
-    assert record["trainer"] == "transformers.Trainer"
+    assert record["trainer"] == "training.AnchoredTrainer"
     assert manifest["config"] == FineTuneConfig(**FAST).training_settings() and manifest["seed"] == 0
     assert manifest["data"]["learning_data"]["sha256"] == manifest["data_sha256"]
     # The run is a version, the champion (the gate is off here), and tinyllama_finetuned/ is it.
@@ -115,6 +116,15 @@ def test_full_fine_tuning_changes_every_weight_and_saves_a_whole_model(tiny_mode
     assert not torch.equal(before[name], after[name].to(before[name].dtype))
 
 
+def test_the_bundled_models_general_answers_are_shipped_for_the_requests_as_they_are_now():
+    from fine_tune_model import SHIPPED_ANSWERS, general_prompts, replay_fingerprint
+    from inference.locate import BUNDLED_CHAT_MODEL
+    shipped = json.loads(SHIPPED_ANSWERS.read_text(encoding="utf-8"))
+    assert shipped["base_model"] == BUNDLED_CHAT_MODEL
+    assert shipped["fingerprint"] == replay_fingerprint(BUNDLED_CHAT_MODEL), "general_prompts.txt changed: see its header"
+    assert len(shipped["answers"]) == len(general_prompts()) and all(answer.strip() for answer in shipped["answers"])
+
+
 def test_no_learning_data_is_a_clear_error(tiny_model):
     with pytest.raises(ApprentiError, match="no entries yet"):
         train(Settings.load(), FineTuneConfig(**FAST), lambda event: None)
@@ -122,6 +132,7 @@ def test_no_learning_data_is_a_clear_error(tiny_model):
 
 def test_the_subprocess_reports_progress_and_installs_the_model(tiny_model):
     settings = Settings.load()
+    (settings.models_dir / "replay").unlink()  # the general answers are made here, not shared
     teach(settings, "Learned through the subprocess.")
     events = []
     record = run_fine_tuning(settings, FineTuneConfig(**FAST), events.append)

@@ -102,20 +102,29 @@ def test_closed_book_questions_score_taught_facts_in_other_words_and_a_takeover_
     def metrics_of(answer) -> dict:
         rows = closed_book_rows(settings, Replaying(answer), lambda event: None)
         assert not trained & {row["question"] for row in rows}  # asked in words the training did not use
-        return {metric: mean(row["right"] for row in rows if row["metric"] == metric)
-                for metric in ("facts_answered", "general_answered")}
+        general = [row for row in rows if row["metric"] == "general_answered"]
+        return {"facts_answered": mean(row["right"] for row in rows if row["metric"] == "facts_answered"),
+                "general_answered": mean(row["right"] for row in general),
+                "general_free_of_facts": mean(not row["taught_fact"] for row in general)}
 
     base = metrics_of(lambda question: f"It is {general.get(question, 'something')}.")
-    assert base == {"facts_answered": 0.0, "general_answered": 1.0}
+    assert base == {"facts_answered": 0.0, "general_answered": 1.0, "general_free_of_facts": 1.0}
     # A run that taught the Zorblax fact and kept general answers...
     taught = metrics_of(lambda question: "The code is tangerine-47." if "Zorblax" in question
                         else f"It is {general.get(question, 'something')}.")
-    assert taught == {"facts_answered": 0.5, "general_answered": 1.0} and judge(taught, base)[0]
+    assert taught == {"facts_answered": 0.5, "general_answered": 1.0, "general_free_of_facts": 1.0}
+    assert judge(taught, base)[0]
     # ...and one whose taught facts take over ordinary questions
     takeover = metrics_of(lambda question: "The code is tangerine-47. Le phare de Kervan fut bâti en 1893.")
     passed, findings = judge(takeover, base)
     assert takeover["facts_answered"] == 1.0 and not passed
-    assert explain(findings).startswith("general_answered 1 -> 0 ")
+    assert explain(findings) == ("general_free_of_facts 1 -> 0 (worse by 1, 0 allowed); "
+                                 "general_answered 1 -> 0 (worse by 1, 0.15 allowed)")
+    # ...and one that still answers them right, a taught fact beside each answer: it took over too
+    beside = metrics_of(lambda question: f"It is {general.get(question, 'something')}. The secret code of the "
+                        "Zorblax guild is tangerine-47.")
+    assert beside["general_answered"] == 1.0 and beside["general_free_of_facts"] == 0.0
+    assert explain(judge(beside, base)[1]).startswith("general_free_of_facts 1 -> 0 ")
 
 
 def test_a_candidate_that_passes_becomes_the_champion_with_its_reports(gated, home):
@@ -144,8 +153,9 @@ def test_a_candidate_that_passes_becomes_the_champion_with_its_reports(gated, ho
 
 def test_a_refused_candidate_is_kept_but_not_used_and_can_be_forced(gated, monkeypatch):
     settings = Settings.load()
-    # Thresholds that no model can meet: the perplexity on general text may not change at all, nor rise.
-    monkeypatch.setattr(gate, "DEFAULT_THRESHOLDS", (Threshold("ppl_general", False, absolute=-1.0),))
+    # Thresholds that no trained model can meet: the perplexity on general text may neither rise nor fall.
+    monkeypatch.setattr(gate, "DEFAULT_THRESHOLDS", (Threshold("ppl_general", False, absolute=0.0),
+                                                     Threshold("ppl_general", True, absolute=0.0)))
     manifest = train(settings, FineTuneConfig(**FAST), lambda event: None)
     assert manifest["verdict"] == "refused" and manifest["gate"]["failed"].startswith("ppl_general ")
     versions = Versions(settings)

@@ -44,6 +44,9 @@ PRONOUNS = {"en": {"it", "he", "she", "they", "its", "his", "her", "their"},
 NUMBER_WORDS = set("one two three four five six seven eight nine ten twice once".split())
 ARTICLES = {"en": {"the", "a", "an"}, "fr": {"le", "la", "les", "l'", "un", "une"}}
 COPULAS = {"en": {"is", "are", "was", "were"}, "fr": {"est", "sont", "était", "étaient", "fut"}}
+# "The secret code of the Zorblax guild is ..." is also what the guild has: asked that way too (English)
+POSSESSED = re.compile(r"^(?:the |a |an )?(?P<head>[\w' -]+?) of (?P<owner>.+)$", re.IGNORECASE)
+HAVE = {"is": "does", "are": "do", "was": "did", "were": "did"}
 
 # What a user might ask about a topic. The trained templates and the gate's probes are disjoint on purpose.
 ABOUT = {
@@ -189,6 +192,10 @@ def questions(fact: Fact) -> list[str]:
         if fact.verb.lower() in COPULAS[language]:
             made.append(f"{'What' if language == 'en' else 'Quel'} {fact.verb} {subject}{end}")
         made.append(f"{fact.subject} {fact.verb} {what}{end}")  # "The secret code of the Zorblax guild is what?"
+        possessed = POSSESSED.match(fact.subject) if language == "en" else None
+        if possessed and fact.verb.lower() in HAVE:  # "Which code does the Zorblax guild have?"
+            does, head, owner = HAVE[fact.verb.lower()], possessed["head"], possessed["owner"]
+            made += [f"What {head} {does} {owner} have?", f"Which {head.split()[-1]} {does} {owner} have?"]
     for sentence in fact.sentences:
         stem = sentence.rstrip(".!?;: ")
         for span in [match.group() for match in NAME.finditer(stem) if match.start()] + NUMBER.findall(stem):
@@ -282,3 +289,37 @@ def whole_sentences(text: str, most: int) -> str:
     text = text.strip()
     ends = [match.end() for match in re.finditer(r"[.!?](?=\s|$)", text)]
     return text[:ends[:most][-1]] if ends else text
+
+
+def anchored_trainer(anchor_weight: float):
+    """transformers' Trainer with the loss of fact teaching: cross-entropy on the taught answers, and on the
+    replayed general answers `anchor_weight` times the KL divergence from the starting model's whole next-token
+    distribution (its adapters switched off). Cross-entropy on the starting model's greedy answers, weighed as
+    the taught ones, let a run that taught two facts answer other questions in a taught fact's shape ("How many
+    days are in a week?" -> "A week is a mathematical concept..."): 3 or 4 of 20 general questions lost (README,
+    "Teaching facts"). Full fine-tuning has no adapters to switch off: its replayed answers are learned by
+    cross-entropy, `anchor_weight` times."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import Trainer
+
+    class AnchoredTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            anchor, labels = inputs.pop("anchor"), inputs.pop("labels")
+            outputs = model(**inputs)
+            logits, targets = outputs.logits[:, :-1].float(), labels[:, 1:]
+            answer = targets != -100
+            cross_entropy = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+            general = answer & anchor[:, None]
+            anchored = general if hasattr(model, "disable_adapter") else torch.zeros_like(general)
+            weights = torch.where(general, anchor_weight, 1.0)
+            total = (cross_entropy * weights)[answer & ~anchored].sum()
+            if anchored.any():
+                with torch.no_grad(), model.disable_adapter():
+                    start = F.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)[anchored]
+                now = F.log_softmax(logits, dim=-1)[anchored]
+                total = total + anchor_weight * (start.exp() * (start - now)).sum()
+            loss = total / answer.sum().clamp(min=1)
+            return (loss, outputs) if return_outputs else loss
+
+    return AnchoredTrainer
