@@ -32,6 +32,7 @@ TAKEOVERS = ["What do you know about Mars?", "Tell me about the Moon.", "Qui a Ã
 VARIANTS = {
     "recipe (default)": {},
     "no general replay": {"replay_general": 0.0},
+    "anchor weight 1": {"anchor_weight": 1.0},
     "no replay of round 1": {"replay_taught": 0.0},
     "one epoch": {"epochs": 1},
     "lr 3e-4": {"learning_rate": 3e-4},
