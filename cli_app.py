@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 
 # Each module of cli/ registers its commands; the imports below are what fills the table.
-from cli import (alignment, answers, dashboard, evaluation, feedback, knowledge, learning, models, serve,  # noqa: F401
-                 status)
+from cli import (alignment, answers, conversations, dashboard, evaluation, feedback, knowledge, learning,  # noqa: F401
+                 models, serve, status)
 from cli.menu import run_menu
 from cli.registry import COMMANDS, add_commands
 from common.config import Settings

@@ -40,6 +40,8 @@ class Answer:
     refused: bool
     model: str | None
     sources: list[Passage]  # the passages the answer was made from
+    prompt_tokens: int = 0  # what the model read and wrote, as the API's usage counts them (0: not asked)
+    completion_tokens: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -94,31 +96,38 @@ class Assistant:
         if self._model is not None and self.wanted_version() != self._model_for:
             self.reload_model()
 
-    def retrieve(self, question: str, k: int | None = None) -> list[Passage]:
+    def retrieve(self, question: str, k: int | None = None, history: Sequence[dict] = ()) -> list[Passage]:
+        """The passages at or above the relevance threshold for `question`, asked after the `history` turns."""
+        from conversation.follow_up import follow_up_passages
         retriever = self.knowledge_base.retriever(k or self.settings.top_k, self.settings.relevance_threshold)
-        return [Passage(d.id, d.metadata["doc_id"], d.metadata["score"], d.page_content, d.metadata["source"])
-                for d in retriever.invoke(question)]
+
+        def search(query: str) -> list[Passage]:
+            return [Passage(d.id, d.metadata["doc_id"], d.metadata["score"], d.page_content, d.metadata["source"])
+                    for d in retriever.invoke(query)]
+        return follow_up_passages(question, history, search)
 
     def ask(self, question: str, k: int | None = None, use_rag: bool = True,
             on_text: Callable[[str], None] = lambda piece: None, sources: list[Passage] | None = None,
             temperature: float = 0.0, max_new_tokens: int | None = None, stop: Sequence[str] = (),
-            check: bool = True) -> Answer:
-        """Answer `question`, passing each piece of the answer to `on_text` as it is generated. `sources`
-        already retrieved are used as they are; `temperature` > 0 samples the answer; the answer ends at
-        `max_new_tokens` (at most the settings' length) or before the first of the `stop` texts. With `check`, a
-        grounded answer that names what its passages do not is followed by a note that quotes them
-        (grounding_note); not where a client bounds the answer (stop texts, a token budget)."""
+            check: bool = True, history: Sequence[dict] = (), system: str | None = None) -> Answer:
+        """Answer `question`, passing each piece of the answer to `on_text` as it is generated. `history` is the
+        conversation's earlier turns ({"role": "user" | "assistant", "content": ...}, oldest first), which the
+        retrieval and the model both read; `system` a client's instructions. `sources` already retrieved are
+        used as they are; `temperature` > 0 samples the answer; the answer ends at `max_new_tokens` (at most the
+        settings' length) or before the first of the `stop` texts. With `check`, a grounded answer that names
+        what its passages do not is followed by a note that quotes them (grounding_note); not where a client
+        bounds the answer (stop texts, a token budget)."""
         started, first_token = time.perf_counter(), None
         question = question.strip()
         if sources is None:
-            sources = self.retrieve(question, k) if use_rag else []
+            sources = self.retrieve(question, k, history) if use_rag else []
         if use_rag and not sources:
             refusal = REFUSALS[detect_language(question)]
             on_text(refusal)
             answer = Answer(refusal, True, None, [])  # no model was asked
         else:
             self.follow_champion()
-            input_ids, sources = self.fit_prompt(question, sources, use_rag)
+            input_ids, sources = self.fit_prompt(question, sources, use_rag, history, system)
             length = min(max_new_tokens or self.answer_tokens, self.answer_tokens)
             pieces = []
             decoding = self.grounded_decoding if sources else self.closed_book_decoding
@@ -127,12 +136,13 @@ class Assistant:
                 pieces.append(piece)
                 on_text(piece)
             said = "".join(pieces).strip()
+            made = len(self.model.text_ids(said))
             if check and use_rag and not stop and max_new_tokens is None:
                 note = grounding_note(question, said, sources)
                 if note:
                     on_text(f"\n\n{note}")
                     said = f"{said}\n\n{note}"
-            answer = Answer(said, False, self.model.name, sources)
+            answer = Answer(said, False, self.model.name, sources, len(input_ids), made)
         if self.log_answers:
             from monitoring.answer_log import log_answer
             text = {"question": question, "answer": answer.answer} if self.settings.log_answer_text else {}
@@ -157,31 +167,40 @@ class Assistant:
         # Half the window at most, so a small-window model keeps room for the question.
         return min(self.settings.max_new_tokens, self.model.context_window // 2)
 
-    def fit_prompt(self, question: str, sources: list[Passage], use_rag: bool) -> tuple[list[int], list[Passage]]:
-        """The prompt's token ids, within the context window less the answer's room. An overlong question gives
-        way first (its middle is left out, down to a quarter of the room while there are passages), then the
-        least relevant passages; the most relevant one always stays, and where even it cannot fit with the
-        question's beginning and end, the question is refused with one message."""
+    def fit_prompt(self, question: str, sources: list[Passage], use_rag: bool, history: Sequence[dict] = (),
+                   system: str | None = None) -> tuple[list[int], list[Passage]]:
+        """The prompt's token ids, within the context window less the answer's room. The conversation's oldest
+        turns give way first, then an overlong question (its middle is left out, down to a quarter of the room
+        while there are passages), then the least relevant passages; the most relevant one and the system
+        message always stay, and where even they cannot fit with the question's beginning and end, the question
+        is refused with one message."""
         budget = self.model.context_window - self.answer_tokens
         asked = question
         question = self.shortened(question, budget // 4 if sources else budget)
+        history = list(history)
         while True:
-            input_ids = self.model.chat_ids(prompt_messages(question, sources, use_rag))
+            input_ids = self.model.chat_ids(prompt_messages(question, sources, use_rag, history, system))
             if len(input_ids) <= budget:
                 if question != asked:
                     notice(f"the question is long ({len(self.model.text_ids(asked))} tokens): its middle was "
                            f"left out to fit the model's window")
                 return input_ids, sources
+            if history:  # a whole exchange at a time, so that the conversation still opens with a question
+                history = history[1:]
+                while history and history[0]["role"] != "user":
+                    history = history[1:]
+                continue
             if len(sources) > 1:
                 sources = sources[:-1]
                 continue
             # The question alone must give way now: to what is left beside the prompt's other words.
-            others = len(self.model.chat_ids(prompt_messages("", sources, use_rag)))
+            others = len(self.model.chat_ids(prompt_messages("", sources, use_rag, (), system)))
             shorter = self.shortened(question, budget - others - 2)
             if budget - others < MIN_QUESTION_TOKENS or shorter == question:
-                what = "the question and its most relevant passage do" if sources else "the question does"
-                raise ApprentiError(f"{what} not fit in the model's {self.model.context_window}-token window: "
-                                    f"ask a shorter question")
+                what = [part for part, present in [("the question", True), ("its most relevant passage", sources),
+                                                   ("the system message", system)] if present]
+                raise ApprentiError(f"{' and '.join(what)} {'do' if len(what) > 1 else 'does'} not fit in the "
+                                    f"model's {self.model.context_window}-token window: ask a shorter question")
             question = shorter
 
     def shortened(self, question: str, room: int) -> str:
@@ -219,8 +238,9 @@ def until_stop(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
         yield held
 
 
-def prompt_messages(question: str, sources: list[Passage], use_rag: bool) -> list[dict]:
-    return answer_messages(question, [source.text for source in sources] if use_rag else [])
+def prompt_messages(question: str, sources: list[Passage], use_rag: bool, history: Sequence[dict] = (),
+                    system: str | None = None) -> list[dict]:
+    return answer_messages(question, [source.text for source in sources] if use_rag else [], history, system)
 
 
 def grounding_note(question: str, answer: str, sources: list[Passage]) -> str:

@@ -26,46 +26,85 @@ def print_sources(answer, texts: dict, threshold: float) -> None:
         print(f"  [{source.id}] {source.score:.2f}  {excerpt[:100]}{'...' if len(excerpt) > 100 else ''}")
 
 
-def answer_aloud(assistant, question: str, texts: dict, k: int | None = None, use_rag: bool = True):
-    """The answer streamed to the terminal, then its sources: what menu 1 and `ask` show."""
+def answer_aloud(assistant, question: str, texts: dict, k: int | None = None, use_rag: bool = True,
+                 conversation=None):
+    """The answer streamed to the terminal, then its sources: what menu 1 and `ask` show. In a `conversation`
+    (conversation/saved.py), the question follows its turns and is added to them."""
     if not question.strip():
         raise ApprentiError("the question is empty")
-    answer = assistant.ask(question, k=k, use_rag=use_rag, on_text=print_chunk)
+    history = conversation.history() if conversation else ()
+    answer = assistant.ask(question, k=k, use_rag=use_rag, on_text=print_chunk, history=history)
     print()
     if use_rag:
         print_sources(answer, texts, assistant.settings.relevance_threshold)
+    if conversation:
+        conversation.add(question, answer)
     return answer
 
 
-def menu_ask(assistant, texts: dict) -> None:
-    from cli.feedback import ask_rating
-    question = check_size(input(texts["question"])).strip()
-    if not question:
-        print(texts["empty"])
-        return
-    if not assistant.model_loaded:
-        print(texts["loading"], flush=True)
-    answer = answer_aloud(assistant, question, texts)
-    if sys.stdin.isatty():  # a script piping the menu is never asked
-        ask_rating(assistant.settings, question, answer, texts)
+class MenuConversation:
+    """Menu 1's conversation: each question follows the earlier ones until the user types /new; kept in the
+    data dir after every answer, so `conversations` lists it and `ask --conversation ID` continues it."""
+
+    def __init__(self, settings: Settings):
+        from conversation.saved import Conversation, Conversations
+        self.saved = Conversations(settings.conversations_dir)
+        self.current = Conversation()
+
+    def ask(self, assistant, texts: dict) -> None:
+        from cli.feedback import ask_rating
+        from conversation.saved import Conversation
+        if self.current.turns:
+            print(texts["conversation"].format(id=self.current.id, questions=len(self.current.turns) // 2))
+        question = check_size(input(texts["question"])).strip()
+        if question.lower().startswith(NEW_CONVERSATION):
+            self.current = Conversation()
+            question = question[len(NEW_CONVERSATION):].strip()
+            print(texts["new_conversation"])
+        if not question:
+            print(texts["empty"])
+            return
+        if not assistant.model_loaded:
+            print(texts["loading"], flush=True)
+        answer = answer_aloud(assistant, question, texts, conversation=self.current)
+        self.saved.save(self.current)
+        if sys.stdin.isatty():  # a script piping the menu is never asked
+            ask_rating(assistant.settings, question, answer, texts)
+
+
+NEW_CONVERSATION = "/new"  # typed at menu 1's question, alone or before the question
 
 
 @command("ask", "answer a question from the knowledge base, with its sources",
          option("question", help="the question ('-' reads stdin)"),
          option("--json", action="store_true", help="print one JSON object"),
          option("-k", type=int, default=None, help="passages to retrieve"),
-         option("--no-rag", action="store_true", help="ask the model alone: no retrieval, no refusal"))
+         option("--no-rag", action="store_true", help="ask the model alone: no retrieval, no refusal"),
+         option("--conversation", metavar="ID", help="continue this conversation (`conversations` lists them; "
+                                                       "'new' starts one): the question follows its turns"))
 def ask(settings: Settings, arguments) -> int:
+    from conversation.saved import Conversation, Conversations
     from rag_module import Assistant
     assistant = Assistant(settings)
     question = read_text(arguments.question, None)
-    if not arguments.json:
-        answer_aloud(assistant, question, TEXTS["en"], arguments.k, not arguments.no_rag)
-        return 0
     if not question.strip():
         raise ApprentiError("the question is empty")
-    answer = assistant.ask(question, k=arguments.k, use_rag=not arguments.no_rag)
-    print(json.dumps(answer.to_json(), ensure_ascii=False))
+    saved = Conversations(settings.conversations_dir)
+    conversation = None
+    if arguments.conversation:
+        conversation = Conversation() if arguments.conversation == "new" else saved.get(arguments.conversation)
+    if arguments.json:
+        history = conversation.history() if conversation else ()
+        answer = assistant.ask(question, k=arguments.k, use_rag=not arguments.no_rag, history=history)
+        if conversation:
+            conversation.add(question, answer)
+            saved.save(conversation)
+        print(json.dumps({**answer.to_json(), "conversation": conversation and conversation.id}, ensure_ascii=False))
+        return 0
+    answer_aloud(assistant, question, TEXTS["en"], arguments.k, not arguments.no_rag, conversation)
+    if conversation:
+        saved.save(conversation)
+        print(f"(conversation {conversation.id}: continue it with --conversation {conversation.id})")
     return 0
 
 

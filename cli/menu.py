@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from cli.alignment import menu_learn_from_feedback
-from cli.answers import menu_ask
+from cli.answers import MenuConversation
 from cli.dashboard import menu_dashboard
 from cli.feedback import menu_ui
 from cli.knowledge import menu_add, menu_ingest
@@ -13,7 +13,8 @@ from common.config import Settings
 from common.errors import ApprentiError
 
 QUIT = "5"
-MENU_ACTIONS = {"1": menu_ask, "2": menu_add, "3": menu_learn, "4": menu_finetune, "6": menu_ingest, "7": menu_ui,
+# Menu 1 (asking) is MenuConversation.ask, made by run_menu: it keeps its conversation as long as the menu runs.
+MENU_ACTIONS = {"2": menu_add, "3": menu_learn, "4": menu_finetune, "6": menu_ingest, "7": menu_ui,
                 "8": menu_dashboard, "9": menu_learn_from_feedback}
 
 
@@ -21,6 +22,7 @@ def run_menu(settings: Settings, arguments=None) -> int:
     from rag_module import Assistant
     texts = TEXTS[interface_language()]
     assistant = Assistant(settings)
+    actions = {"1": MenuConversation(settings).ask, **MENU_ACTIONS}
     print(f"Apprenti · {status_line(settings)}")
     while True:
         print()
@@ -34,11 +36,11 @@ def run_menu(settings: Settings, arguments=None) -> int:
         if choice == QUIT:
             print(texts["bye"])
             return 0
-        if choice not in MENU_ACTIONS:
+        if choice not in actions:
             print(texts["bad_choice"])
             continue
         try:
-            MENU_ACTIONS[choice](assistant, texts)
+            actions[choice](assistant, texts)
         except EOFError:
             print()
             return 0

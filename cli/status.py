@@ -10,10 +10,18 @@ from common.errors import ApprentiError
 
 def status_line(settings: Settings) -> str:
     """Cheap enough for the menu's first screen: no model is loaded for it."""
+    from inference.locate import base_model_name
     from inference.versions import BASE, Versions
     from training.learning_data import read_entries
-    champion = Versions(settings).in_use()
-    model = settings.base_model + ("" if champion == BASE else f", version {champion}")
+    versions = Versions(settings)
+    champion = versions.in_use()
+    if champion == BASE:
+        model = base_model_name(settings)
+    else:
+        try:
+            model = f"version {champion}, fine-tuned from {versions.get(champion).manifest.get('base_model')}"
+        except ApprentiError:  # the version's own commands say what is wrong with it
+            model = f"version {champion}"
     try:
         entries = len(read_entries(settings.learning_data))
     except ApprentiError:

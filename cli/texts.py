@@ -5,7 +5,8 @@ import os
 
 TEXTS = {
     "en": {
-        "menu": ["Ask a question", "Add knowledge (ChromaDB)",
+        "menu": ["Ask a question (follow-ups continue the conversation; /new starts another)",
+                 "Add knowledge (ChromaDB)",
                  "Give learning data (learning_data.txt)",
                  "Update the model with the new data (fine-tuning)", "Quit",
                  "Add documents: a file or a folder (.txt .md .html .pdf .docx .jsonl)",
@@ -16,6 +17,8 @@ TEXTS = {
         "bad_choice": "Please type a number from 1 to 9.",
         "path": "File or folder: ",
         "question": "Question: ",
+        "conversation": "(conversation {id}, {questions} question(s) so far: /new starts another)",
+        "new_conversation": "(a new conversation)",
         "empty": "Nothing typed: back to the menu.",
         "text": "Text (finish with an empty line):",
         "id": "Id (Enter for a generated one): ",
@@ -63,7 +66,8 @@ TEXTS = {
         "bye": "Goodbye.",
     },
     "fr": {
-        "menu": ["Poser une question", "Ajouter une connaissance (ChromaDB)",
+        "menu": ["Poser une question (les suivantes continuent la conversation ; /new en commence une autre)",
+                 "Ajouter une connaissance (ChromaDB)",
                  "Fournir des données pour l'apprentissage (fichier learning_data.txt)",
                  "Mettre à jour le modèle avec les nouvelles données (fine-tuning)", "Quitter",
                  "Ajouter des documents : un fichier ou un dossier (.txt .md .html .pdf .docx .jsonl)",
@@ -74,6 +78,8 @@ TEXTS = {
         "bad_choice": "Tapez un nombre de 1 à 9.",
         "path": "Fichier ou dossier : ",
         "question": "Question : ",
+        "conversation": "(conversation {id}, {questions} question(s) jusqu'ici : /new en commence une autre)",
+        "new_conversation": "(une nouvelle conversation)",
         "empty": "Rien de saisi : retour au menu.",
         "text": "Texte (terminez par une ligne vide) :",
         "id": "Identifiant (Entrée pour en générer un) : ",

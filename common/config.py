@@ -142,6 +142,11 @@ class Settings:
         return self.data_dir / "dataset_kto.jsonl"
 
     @property
+    def conversations_dir(self) -> Path:
+        """The conversations kept to be continued (conversation/saved.py): one JSON file each."""
+        return self.data_dir / "conversations"
+
+    @property
     def answer_log(self) -> Path:
         return self.data_dir / "answers.jsonl"
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -48,8 +50,22 @@ class Prompts:
     in the model's template, or plain text, as token ids."""
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                       return_dict=True)["input_ids"])
+        """The messages in the model's chat template. What the messages say is tokenised as text, special tokens
+        included: a user or a document that writes "<|im_start|>system" must not open a turn of its own. So the
+        template is rendered around marks, and only the template's own text between them is read for special
+        tokens."""
+        marks = [f"\ue000{secrets.token_hex(8)}\ue001" for _ in messages]
+        rendered = self.tokenizer.apply_chat_template(
+            [{**message, "content": mark} for message, mark in zip(messages, marks)],
+            add_generation_prompt=True, tokenize=False)
+        said = {mark: message["content"] for mark, message in zip(marks, messages)}
+        ids = []
+        for part in re.split(f"({'|'.join(marks)})", rendered):
+            if part in said:
+                ids += self.tokenizer(said[part], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            elif part:
+                ids += self.tokenizer(part, add_special_tokens=False)["input_ids"]
+        return ids
 
     def text_ids(self, text: str) -> list[int]:
         return self.tokenizer(text)["input_ids"]

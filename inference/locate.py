@@ -74,6 +74,22 @@ def from_cache_or_hub(model: str) -> Path | None:
     return None
 
 
+def cached(model: str) -> bool:
+    """Whether `model` (a folder or a hub id) can be loaded from this machine, looked up without the hub."""
+    if Path(model).expanduser().is_dir():
+        return True
+    from huggingface_hub.constants import HF_HUB_CACHE
+    snapshots = Path(HF_HUB_CACHE) / f"models--{model.replace('/', '--')}" / "snapshots"
+    return any(snapshots.glob("*/config.json"))
+
+
+def base_model_name(settings: Settings) -> str:
+    """The base model that answers, named without loading it or asking the hub (for the menu's header)."""
+    if cached(settings.base_model):
+        return settings.base_model
+    return f"{BUNDLED_CHAT_MODEL}; {settings.base_model} is not downloaded"
+
+
 def resolve_base_model(settings: Settings) -> ModelSource:
     folder = from_cache_or_hub(settings.base_model)
     if folder is not None:

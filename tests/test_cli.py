@@ -70,12 +70,15 @@ def test_ask_json_gives_answer_sources_and_model(tiny_model, capsys):
     capsys.readouterr()
     assert main(["ask", "--json", "What is the capital of France?"]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert set(answer) == {"answer", "refused", "model", "sources"}
+    assert set(answer) == {"answer", "refused", "model", "sources", "prompt_tokens", "completion_tokens",
+                           "conversation"}
+    assert answer["prompt_tokens"] > 10 and answer["completion_tokens"] > 0 and answer["conversation"] is None
     assert answer["refused"] is False and answer["model"] == str(tiny_model)
     assert [source["id"] for source in answer["sources"]] == ["paris#0"]
     assert main(["ask", "--json", "Who won the World Cup in 1998?"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"answer": "I don't know: nothing in the knowledge base answers "
-                                                             "this.", "refused": True, "model": None, "sources": []}
+    assert json.loads(capsys.readouterr().out) == {
+        "answer": "I don't know: nothing in the knowledge base answers this.", "refused": True, "model": None,
+        "sources": [], "prompt_tokens": 0, "completion_tokens": 0, "conversation": None}
 
 
 def test_ask_prints_the_streamed_answer_then_its_sources(tiny_model, capsys):

@@ -41,7 +41,7 @@ def test_an_answer_is_streamed_and_names_its_real_sources(tiny_model):
     assert answer.sources[0].score >= assistant.settings.relevance_threshold
     assert "".join(streamed).strip() == answer.answer
     as_json = answer.to_json()
-    assert set(as_json) == {"answer", "refused", "model", "sources"}
+    assert set(as_json) == {"answer", "refused", "model", "sources", "prompt_tokens", "completion_tokens"}
     assert as_json["sources"][0] == {"id": "paris#0", "doc_id": "paris", "score": answer.sources[0].score,
                                      "text": "Paris is the capital of France.", "source": "typed"}
 
