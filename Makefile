@@ -20,6 +20,7 @@ bench: $(VENV)/.test-installed
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/run_all.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/training_speed.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/retrieval.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/follow_up.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/scale.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/gate.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/learning.py

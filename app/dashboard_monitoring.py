@@ -2,6 +2,7 @@
 (with a Bradley-Terry rating of the models from the A/B votes), the knowledge base and the answers' latency.
 
     streamlit run app/dashboard_monitoring.py    # or: python cli_app.py dashboard, or menu 8; binds to 127.0.0.1
+    python cli_app.py dashboard --host 0.0.0.0 --key KEY    # other machines: the page asks for the key first
 
 It only reads, and loads no model: the figures come from the files Apprenti writes (models/versions/*/
 manifest.json, models/promotions.jsonl, reports/*/report.json, data/feedback.jsonl, data/answers.jsonl) and
@@ -19,6 +20,7 @@ import pandas as pd
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only app/ on the path
+from app.login import logged_in  # noqa: E402
 from app.markdown import plain  # noqa: E402
 from common.config import Settings  # noqa: E402
 from common.crash import log_crash  # noqa: E402
@@ -209,6 +211,8 @@ SECTIONS = {"Versions": versions_section, "Evaluation history": evaluation_secti
 
 def main() -> None:
     st.set_page_config(page_title="Apprenti monitoring", layout="wide")
+    if not logged_in():
+        return
     st.title("Apprenti monitoring")
     try:
         settings = Settings.load()

@@ -2,9 +2,7 @@
 knowledge base and answer latency, in a browser."""
 from __future__ import annotations
 
-import sys
-
-from cli.feedback import LOCAL_HOSTS, serve_page
+from cli.feedback import key_option, page_key, serve_page
 from cli.registry import command, option
 from cli.texts import TEXTS
 from common.config import Settings
@@ -19,9 +17,9 @@ def menu_dashboard(assistant, texts: dict) -> None:
 
 @command("dashboard", "serve the monitoring dashboard: versions, evaluations, training, feedback, latency",
          option("--host", default="127.0.0.1", help="address to bind (default: this machine only)"),
-         option("--port", type=int, default=DEFAULT_PORT))
+         option("--port", type=int, default=DEFAULT_PORT),
+         key_option)
 def dashboard(settings: Settings, arguments) -> int:
     """Serve the monitoring dashboard until Ctrl-C. It only reads Apprenti's files and loads no model."""
-    if arguments.host not in LOCAL_HOSTS:
-        print(f"warning: the page will be reachable from other machines ({arguments.host})", file=sys.stderr)
-    return serve_page(PAGE, settings, arguments.host, arguments.port, TEXTS["en"], announce="dashboard")
+    key = page_key(arguments.host, arguments.key)
+    return serve_page(PAGE, settings, arguments.host, arguments.port, TEXTS["en"], announce="dashboard", key=key)

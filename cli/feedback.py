@@ -6,9 +6,11 @@ import signal
 import subprocess
 import sys
 
+from app.login import PAGE_KEY_VARIABLE
 from cli.registry import command, option
 from cli.texts import TEXTS
 from common.config import PROJECT_ROOT, Settings
+from common.errors import ApprentiError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -74,14 +76,39 @@ def merge_feedback(settings: Settings, arguments) -> int:
     return 0
 
 
-def serve_page(page: str, settings: Settings, host: str, port: int, texts: dict, announce: str = "page") -> int:
+def page_key(host: str, given: str | None) -> str | None:
+    """The key the page will ask for: --key, else APPRENTI_PAGE_KEY, else none. On an address other machines
+    reach one is required: the pages show private passages and edit feedback."""
+    key = given or os.environ.get(PAGE_KEY_VARIABLE) or None
+    if host not in LOCAL_HOSTS and not key:
+        raise ApprentiError(f"--host {host} makes the page reachable from other machines, which could read your "
+                            f"passages and edit your feedback: give --key KEY too (or set {PAGE_KEY_VARIABLE}), "
+                            "which the page then asks for")
+    if host not in LOCAL_HOSTS:
+        print(f"warning: the page is reachable from other machines ({host}); it asks for the key, which travels "
+              "unencrypted (plain HTTP): use it on a network you trust", file=sys.stderr)
+    return key
+
+
+def key_option(parser) -> None:
+    parser.add_argument("--key", help="the key the page asks for before showing anything; required to bind any "
+                                      "address but this machine's. APPRENTI_PAGE_KEY does the same without "
+                                      "showing it in the process list")
+
+
+def serve_page(page: str, settings: Settings, host: str, port: int, texts: dict, announce: str = "page",
+               key: str | None = None) -> int:
     """Streamlit serving app/<page> until Ctrl-C, with every setting of this process (data dir, models,
-    threshold...), so that the page answers as the CLI does; texts[announce] says where it is."""
+    threshold...), so that the page answers as the CLI does; texts[announce] says where it is. A `key` reaches
+    the page through its environment, never its command line, which any user of the machine can read."""
     command_line = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app" / page),
                     "--server.address", host, "--server.port", str(port), "--server.headless", "true",
                     "--browser.gatherUsageStats", "false"]
+    environment = {**os.environ, **settings.environment()}
+    if key:
+        environment[PAGE_KEY_VARIABLE] = key
     print(texts[announce].format(host=host, port=port), flush=True)
-    server = subprocess.Popen(command_line, env={**os.environ, **settings.environment()})
+    server = subprocess.Popen(command_line, env=environment)
 
     def stop(signal_number, frame):  # a terminated Apprenti takes its page down with it
         raise KeyboardInterrupt
@@ -101,10 +128,12 @@ def menu_ui(assistant, texts: dict) -> None:
     serve_page("feedback_ui.py", assistant.settings, "127.0.0.1", 8501, texts)
 
 
-@command("ui", "serve the feedback page: compare two answers, fix past feedback",
+@command("ui", "serve the feedback page: chat with answers to rate, compare two answers, fix past feedback",
          option("--host", default="127.0.0.1", help="address to bind (default: this machine only)"),
-         option("--port", type=int, default=8501))
+         option("--port", type=int, default=8501),
+         key_option)
 def ui(settings: Settings, arguments) -> int:
-    if arguments.host not in LOCAL_HOSTS:
-        print(f"warning: the page will be reachable from other machines ({arguments.host})", file=sys.stderr)
-    return serve_page("feedback_ui.py", settings, arguments.host, arguments.port, TEXTS["en"])
+    """Serve the feedback page until Ctrl-C: a chat over the knowledge base whose answers you rate, a comparison
+    of two answers, and the feedback history (from the CLI, this page and the API)."""
+    key = page_key(arguments.host, arguments.key)
+    return serve_page("feedback_ui.py", settings, arguments.host, arguments.port, TEXTS["en"], key=key)

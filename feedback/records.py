@@ -33,7 +33,7 @@ class Feedback:
     question: str
     answers: list[dict]  # [{"text": ..., "model": ...}]: one to rate, or two to compare
     choice: str  # a key of CHOICES
-    source: str  # "cli" or "ui"
+    source: str  # one of SOURCES: "cli", "ui" or "api"
     context: list[dict] = field(default_factory=list)  # [{"id": chunk id, "text": ...}]
     correction: str = ""  # the answer the user wanted
     comment: str = ""

@@ -32,6 +32,7 @@ def home(tmp_path, monkeypatch) -> Path:
     # keeps its most relevant one (the real model answers at the default length, see real_model).
     monkeypatch.setenv("APPRENTI_MAX_NEW_TOKENS", "16")
     for variable in ("APPRENTI_BASE_MODEL", "APPRENTI_EMBEDDING_MODEL", "APPRENTI_RELEVANCE_THRESHOLD",
+                     "APPRENTI_PAGE_KEY", "APPRENTI_API_KEY",
                      "LC_ALL", "LC_MESSAGES"):
         monkeypatch.delenv(variable, raising=False)
     return home

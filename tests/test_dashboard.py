@@ -320,6 +320,21 @@ def test_a_bug_in_one_section_is_one_error_and_the_others_still_show(home, monke
     assert "RuntimeError: a bug" in (home / "apprenti.log").read_text()
 
 
+def test_with_a_key_the_dashboard_shows_nothing_but_the_login_until_it_is_typed(home, monkeypatch):
+    monkeypatch.setenv("APPRENTI_PAGE_KEY", "s3cret")
+    fabricate(home)
+    page = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert [text_input.label for text_input in page.text_input] == ["Key"]
+    assert not page.header and not page.dataframe and not page.metric and not page.text
+    page.text_input[0].input("wrong")
+    next(button for button in page.button if button.label == "Log in").click().run()
+    assert page.error[0].value == "Wrong key." and not page.header and not page.dataframe
+    page.text_input[0].input("s3cret")
+    next(button for button in page.button if button.label == "Log in").click().run()
+    assert not page.exception and "Versions" in [header.value for header in page.header]
+    assert metric(page, "Answers") == "7"
+
+
 def escaped(text: str) -> str:
     """`text` as the page escapes it for Markdown."""
     import re
@@ -354,12 +369,24 @@ def test_the_dashboard_command_serves_the_page_with_every_setting(home, started_
     assert "The monitoring dashboard is at http://127.0.0.1:8502" in capsys.readouterr().out
 
 
+def test_the_dashboard_on_another_address_needs_a_key_which_reaches_the_page_by_its_environment(
+        home, started_pages, monkeypatch, capsys):
+    from cli_app import main
+    monkeypatch.delenv("APPRENTI_PAGE_KEY", raising=False)
+    assert main(["dashboard", "--host", "0.0.0.0"]) == 1 and not started_pages
+    assert "--key KEY" in capsys.readouterr().err
+    assert main(["dashboard", "--host", "0.0.0.0", "--key", "s3cret"]) == 0
+    command, env = started_pages[0]
+    assert command[4].endswith("app/dashboard_monitoring.py") and command[6] == "0.0.0.0"
+    assert env["APPRENTI_PAGE_KEY"] == "s3cret" and not any("s3cret" in part for part in command)
+
+
 def test_menu_entry_8_opens_the_dashboard_in_both_languages():
     from cli.dashboard import menu_dashboard
     from cli.menu import MENU_ACTIONS, QUIT
     from cli.texts import TEXTS
     assert MENU_ACTIONS["8"] is menu_dashboard
-    numbers = sorted(int(key) for key in [*MENU_ACTIONS, QUIT])
+    numbers = sorted(int(key) for key in [*MENU_ACTIONS, "1", QUIT])  # 1 asks, in the menu's conversation
     assert numbers == list(range(1, len(numbers) + 1))  # the menu prints its labels numbered in order
     for language in ("en", "fr"):
         assert len(TEXTS[language]["menu"]) == len(numbers) and f"1-{len(numbers)}" in TEXTS[language]["choice"]
