@@ -35,8 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bench.retrieval import DEBIAN_FAQ, PACKAGES, PYTHON_FAQ, debian_faq, python_faq, rrf  # noqa: E402
-from conversation.follow_up import (best_of, follow_up_passages, previous_question,  # noqa: E402
-                                    shares_a_keyword)
+from conversation.follow_up import (best_of, earlier_questions, follow_up_passages,  # noqa: E402
+                                    gated_follow_up, shares_a_keyword)
 
 CONVERSATIONS = Path(__file__).resolve().parent / "follow_ups.jsonl"
 KINDS = ("first", "follow-up", "switch", "unanswerable")
@@ -54,7 +54,7 @@ def with_user_questions(question, history, search):
 
 
 def with_previous_question(question, history, search):
-    previous = previous_question(history)
+    previous = earlier_questions(history, 1)
     return search(f"{previous} {question}" if previous else question)
 
 
@@ -64,7 +64,7 @@ def with_all_turns(question, history, search):
 
 def keyword_gated_union(question, history, search):
     """The question's passages, and those of (b') that hold one of its keywords."""
-    previous = previous_question(history)
+    previous = earlier_questions(history, 1)
     if previous is None:
         return search(question)
     expanded = search(f"{previous} {question}")
@@ -90,7 +90,8 @@ METHODS = {
     "(d) question + (b') keyword-gated": keyword_gated_union,
     "(e) RRF of question and (b')": fused,
     "(e') question, else (b')": alone_else_expanded,
-    "chosen: (d) + topic kept": follow_up_passages,
+    "(f) (d) + topic kept": lambda question, history, search: gated_follow_up(question, history, search, 1),
+    "chosen: (f) with two questions": follow_up_passages,
 }
 
 
