@@ -55,13 +55,13 @@ class Assistant:
     # How answers are decoded (inference/decoding.py), from passages and without
     grounded_decoding, closed_book_decoding = GROUNDED, CLOSED_BOOK
 
-    def __init__(self, settings: Settings, source=None, log_answers: bool = True):
+    def __init__(self, settings: Settings, source=None, log_answers: bool = True, knowledge_base=None):
         self.settings = settings
         self.source = source
         self.log_answers = log_answers
         self._model = None
         self._model_for = None  # the version wanted when the model was loaded
-        self._knowledge_base = None
+        self._knowledge_base = knowledge_base  # another assistant's, shared: one embedding model, one client
 
     @property
     def model(self):
@@ -151,16 +151,20 @@ class Assistant:
                        first_token_seconds=first_token, refused=answer.refused, sources=len(answer.sources), **text)
         return answer
 
-    def complete(self, text: str, on_text: Callable[[str], None] = lambda piece: None) -> str:
-        """The model's plain continuation of `text`, without chat template: what fine-tuning taught shows here."""
+    def complete(self, text: str, on_text: Callable[[str], None] = lambda piece: None,
+                 max_new_tokens: int | None = None, temperature: float = 0.0, stop: Sequence[str] = ()) -> Answer:
+        """The model's plain continuation of `text`, without chat template: what fine-tuning taught shows here.
+        It ends at `max_new_tokens` (at most the settings' length) or before the first of the `stop` texts."""
         self.follow_champion()
         room = self.model.context_window - self.answer_tokens
+        input_ids = self.model.text_ids(text)[-room:]
+        length = min(max_new_tokens or self.answer_tokens, self.answer_tokens)
         pieces = []
-        for piece in self.model.stream(self.model.text_ids(text)[-room:], self.answer_tokens,
-                                       decoding=self.closed_book_decoding):
+        for piece in until_stop(self.model.stream(input_ids, length, temperature, self.closed_book_decoding), stop):
             pieces.append(piece)
             on_text(piece)
-        return "".join(pieces)
+        said = "".join(pieces)
+        return Answer(said, False, self.model.name, [], len(input_ids), len(self.model.text_ids(said)))
 
     @property
     def answer_tokens(self) -> int:
