@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from bench.retrieval import DEBIAN_FAQ, PACKAGES, PYTHON_FAQ, debian_faq, python_faq, rrf  # noqa: E402
+from bench.retrieval import debian_faq, missing_faqs, python_faq, rrf  # noqa: E402
 from conversation.follow_up import (best_of, earlier_questions, follow_up_passages,  # noqa: E402
                                     gated_follow_up, shares_a_keyword)
 
@@ -160,10 +160,8 @@ def main() -> int:
     parser.add_argument("--home", type=Path, help="where the stores are built (default: a new temporary "
                                                   "folder); stores already there are reused")
     arguments = parser.parse_args()
-    missing = [p for p in (PYTHON_FAQ, Path(DEBIAN_FAQ.format(language="en")), Path(DEBIAN_FAQ.format(language="fr")))
-               if not p.exists()]
-    if missing:
-        print(f"missing {', '.join(map(str, missing))}: apt-get install {PACKAGES}", file=sys.stderr)
+    if missing_faqs():
+        print(missing_faqs(), file=sys.stderr)
         return 1
     conversations = [json.loads(line) for line in CONVERSATIONS.read_text().splitlines() if line.strip()]
     started = time.perf_counter()

@@ -124,15 +124,20 @@ def rrf(lists, k: int):
 SETS = {"python-faq": "en", "debian-faq-en": "en", "debian-faq-fr": "fr"}
 
 
+def missing_faqs() -> str:
+    """What to install for the FAQs that are missing (bench/follow_up.py reads them too); empty if none is."""
+    missing = [p for p in (PYTHON_FAQ, Path(DEBIAN_FAQ.format(language="en")), Path(DEBIAN_FAQ.format(language="fr")))
+               if not p.exists()]
+    return f"missing {', '.join(map(str, missing))}: apt-get install {PACKAGES}" if missing else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45,0.5,0.55,0.6",
                         help="keyword weights to try")
     arguments = parser.parse_args()
-    missing = [p for p in (PYTHON_FAQ, Path(DEBIAN_FAQ.format(language="en")), Path(DEBIAN_FAQ.format(language="fr")))
-               if not p.exists()]
-    if missing:
-        print(f"missing {', '.join(map(str, missing))}: apt-get install {PACKAGES}", file=sys.stderr)
+    if missing_faqs():
+        print(missing_faqs(), file=sys.stderr)
         return 1
     from store.hybrid_search import KEYWORD_WEIGHTS
     weights = sorted({float(w) for w in arguments.weights.split(",")} | set(KEYWORD_WEIGHTS.values()))
