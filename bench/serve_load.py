@@ -1,10 +1,13 @@
 """A bounded load test of the OpenAI-compatible API on loopback: requests/s and p50/p95 latency for 1, 4 and
-16 clients at once, each asking grounded questions (the bundled model, the default backend).
+16 clients at once, each asking grounded questions (the bundled model, the default backend); then what clients
+that hang up cost the next one: six 256-token streams dropped after a second, and one short request timed.
 
     .venv/bin/python bench/serve_load.py [--requests 32] [--max-tokens 32]     (make bench runs it)
 """
 import argparse
+import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -61,9 +64,27 @@ def main() -> None:
                       f"p95 {latencies[max(0, round(0.95 * len(latencies)) - 1)]:6.2f} s   "
                       f"({arguments.requests} requests, {arguments.max_tokens} tokens at most, none lost)",
                       flush=True)
+            idle = ask(0)
+            hang_up(port, streams=6, tokens=256)
+            print(f"a short request: {idle:.2f} s on an idle server, {ask(0):.2f} s right after six 256-token "
+                  "streams dropped after 1 s", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+def hang_up(port: int, streams: int, tokens: int) -> None:
+    """`streams` clients ask for a long streamed answer each, at once, and go away a second later."""
+    body = json.dumps({"model": "apprenti", "rag": False, "max_tokens": tokens, "temperature": 0.8, "stream": True,
+                       "messages": [{"role": "user", "content": "Tell me a very long story about a heron."}]}).encode()
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(streams)]
+    for client in clients:
+        client.sendall(request)
+    time.sleep(1.0)
+    for client in clients:
+        client.close()
 
 
 if __name__ == "__main__":

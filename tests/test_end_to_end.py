@@ -52,7 +52,7 @@ def test_an_unanswerable_question_is_refused(real_model, kb):
     kb.add("The Apprenti project's mascot is a blue heron called Pim.", "mascot")
     assert ask_json("Who won the football World Cup in 1998?") == {
         "answer": "I don't know: nothing in the knowledge base answers this.", "refused": True, "model": None,
-        "sources": []}
+        "sources": [], "prompt_tokens": 0, "completion_tokens": 0, "conversation": None}
     assert ask_json("Qui a gagné la Coupe du monde de football en 1998 ?")["answer"].startswith("Je ne sais pas")
 
 
