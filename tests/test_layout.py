@@ -37,11 +37,12 @@ def test_imports_flow_from_entry_points_to_domain_to_helpers():
               "alignment": {"common", "inference", "training", "evaluation", "feedback", "monitoring", "store",
                             "knowledge_base"},
               "evaluation": {"common", "store", "inference", "training", "monitoring", "rag_module", "knowledge_base"},
-              "monitoring": {"common", "feedback", "inference"},
+              "monitoring": {"common", "feedback", "inference"}, "conversation": {"common", "store"},
               "server": {"common", "inference", "feedback", "rag_module"}}
     for package, allowed in layers.items():
         for path in (ROOT / package).glob("*.py"):
             found = (imports_of(path) & ours) - {package}
             assert found <= allowed, (path, found - allowed)
     assert imports_of(ROOT / "knowledge_base.py") & ours <= {"common", "store"}
-    assert imports_of(ROOT / "rag_module.py") & ours <= {"common", "store", "inference", "monitoring", "knowledge_base"}
+    assert imports_of(ROOT / "rag_module.py") & ours <= {"common", "store", "inference", "monitoring", "knowledge_base",
+                                                         "conversation"}
