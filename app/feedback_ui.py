@@ -194,7 +194,8 @@ def rating_form(settings: Settings, conversation: Conversation, index: int, sour
         entry = Feedback(question=conversation.turns[index - 1]["content"], choice=RATINGS[rating], source="ui",
                          answers=[{"text": turn["content"], "model": turn.get("model")}],
                          context=[{"id": s["id"], "text": s["text"]} for s in sources if s["text"] is not None],
-                         correction=correction.strip(), comment=comment.strip())
+                         correction=correction.strip(), comment=comment.strip(),
+                         history=conversation.history()[:index - 1])
     except ApprentiError as error:  # a good answer with a correction, an overlong text
         st.error(plain(str(error)))
         return
@@ -288,6 +289,8 @@ def history_page(settings: Settings) -> None:
         with st.expander(plain(f"{entry.timestamp} · {entry.source} · {entry.choice} · {entry.question[:80]}")):
             for position, answer in zip("AB", entry.answers):
                 st.text(f"{position} ({answer.get('model')}): {answer['text']}")
+            for turn in entry.history:  # the conversation the question followed
+                st.text(f"{turn['role']}: {turn['content']}")
             st.text("Context: " + (", ".join(c["id"] for c in entry.context) or "none"))
             with st.form(f"edit-{entry.id}"):
                 allowed = ["good", "bad"] if len(entry.answers) == 1 else ["first", "second", "both_bad"]

@@ -69,7 +69,7 @@ class MenuConversation:
         answer = answer_aloud(assistant, question, texts, conversation=self.current)
         self.saved.save(self.current)
         if sys.stdin.isatty():  # a script piping the menu is never asked
-            ask_rating(assistant.settings, question, answer, texts)
+            ask_rating(assistant.settings, question, answer, texts, self.current.history()[:-2])
 
 
 NEW_CONVERSATION = "/new"  # typed at menu 1's question, alone or before the question

@@ -15,8 +15,9 @@ from common.errors import ApprentiError
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def ask_rating(settings: Settings, question: str, answer, texts: dict) -> None:
-    """One key to rate (or skip); a bad answer may get the answer the user wanted."""
+def ask_rating(settings: Settings, question: str, answer, texts: dict, history=()) -> None:
+    """One key to rate (or skip); a bad answer may get the answer the user wanted. `history`: the conversation's
+    turns before the question."""
     from feedback.records import Feedback, append
     choice = texts["rate_keys"].get(input(texts["rate"]).strip().lower()[:1])
     if choice is None:
@@ -24,7 +25,8 @@ def ask_rating(settings: Settings, question: str, answer, texts: dict) -> None:
     correction = input(texts["wanted"]).strip() if choice == "bad" else ""
     append(settings.feedback_file, Feedback(
         question=question, answers=[{"text": answer.answer, "model": answer.model}], choice=choice, source="cli",
-        context=[{"id": source.id, "text": source.text} for source in answer.sources], correction=correction))
+        context=[{"id": source.id, "text": source.text} for source in answer.sources], correction=correction,
+        history=list(history)))
     print(texts["thanks"])
 
 

@@ -17,14 +17,28 @@ def prompt_fields(entry: Feedback) -> dict:
     """The sketch's prompt, and the question and passages apart, which training renders in the assistant's
     own answer prompt (inference/prompts.py)."""
     return {"prompt": prompt_of(entry), "question": entry.question,
-            "passages": [passage["text"] for passage in entry.context]}
+            "passages": [passage["text"] for passage in entry.context],
+            **({"history": entry.history} if entry.history else {})}  # a follow-up's conversation
 
 
 def prompt_of(entry: Feedback) -> str:
-    """The question followed by the passages it was answered from, as in the pipeline sketch."""
+    """The question followed by the passages it was answered from, as in the pipeline sketch; after the
+    conversation before it, where it was a follow-up."""
+    asked = entry.question
+    if entry.history:
+        asked = "Conversation:\n" + "\n".join(f"{turn['role']}: {turn['content']}" for turn in entry.history) + \
+            f"\n\nQuestion: {asked}"
     if not entry.context:
-        return entry.question
-    return entry.question + "\n\nContext:\n" + "\n".join(passage["text"] for passage in entry.context)
+        return asked
+    return asked + "\n\nContext:\n" + "\n".join(passage["text"] for passage in entry.context)
+
+
+def asked(entry: Feedback) -> tuple:
+    """What makes two ratings ratings of the same question: its words, and the questions it followed (a
+    follow-up, "Where does it live?", asks something else in each conversation)."""
+    def words(text: str) -> str:
+        return " ".join(text.lower().split())
+    return words(entry.question), tuple(words(turn["content"]) for turn in entry.history if turn["role"] == "user")
 
 
 @dataclass
@@ -60,7 +74,7 @@ def merge(feedback_path: Path, output: Path, kto_output: Path) -> MergeReport:
     def skip(reason: str, count: int = 1) -> None:
         report.skipped[reason] = report.skipped.get(reason, 0) + count
 
-    ratings: dict[str, list[Feedback]] = {}  # question -> its good/bad ratings, to pair across entries
+    ratings: dict[tuple, list[Feedback]] = {}  # question asked -> its good/bad ratings, to pair across entries
     for entry in entries:
         prompt, texts = prompt_fields(entry), [answer["text"] for answer in entry.answers]
         correction = entry.correction.strip() and entry.correction
@@ -68,7 +82,7 @@ def merge(feedback_path: Path, output: Path, kto_output: Path) -> MergeReport:
             add_kto(prompt, correction, True)
         if entry.choice in ("good", "bad"):
             add_kto(prompt, texts[0], entry.choice == "good")
-            ratings.setdefault(" ".join(entry.question.lower().split()), []).append(entry)
+            ratings.setdefault(asked(entry), []).append(entry)
             if correction:
                 add_pair([entry], prompt, correction, texts[0])
             continue

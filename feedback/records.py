@@ -35,6 +35,9 @@ class Feedback:
     choice: str  # a key of CHOICES
     source: str  # one of SOURCES: "cli", "ui" or "api"
     context: list[dict] = field(default_factory=list)  # [{"id": chunk id, "text": ...}]
+    # the conversation's earlier turns, [{"role": "user" | "assistant", "content": ...}]: a follow-up ("Where
+    # does it live?") means nothing without them, to a reader and to training
+    history: list[dict] = field(default_factory=list)
     correction: str = ""  # the answer the user wanted
     comment: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -54,9 +57,13 @@ class Feedback:
             problems.append("an answer is empty")
         if self.source not in SOURCES:
             problems.append(f"source '{self.source}': use one of {', '.join(SOURCES)}")
+        if any(not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant")
+               or not isinstance(turn.get("content"), str) for turn in self.history):
+            problems.append('the history has a turn that is not {"role": "user" | "assistant", "content": text}')
         if self.choice == "good" and self.correction.strip():
             problems.append("a good answer needs no correction")
         texts = [self.question, self.correction, self.comment] + [a.get("text", "") for a in self.answers]
+        texts += [turn["content"] for turn in self.history if isinstance(turn, dict) and isinstance(turn.get("content"), str)]
         if any(len(text) > MAX_FIELD_CHARACTERS for text in texts):
             problems.append(f"a text is longer than {MAX_FIELD_CHARACTERS} characters")
         if problems:

@@ -132,6 +132,7 @@ class FeedbackRequest(ApiRequest):
     comment: str = ""
     sources: list[str] = []  # the chunk ids of the answer's sources, as the answer gave them
     model: str | None = None
+    history: list[dict] = []  # the conversation's turns before the question: {"role": "user" | "assistant", ...}
 
 
 class ApiError(ApprentiError):
@@ -580,7 +581,7 @@ def create_app(settings: Settings, api_key: str | None = None):
                            for chunk_id, text in answerer.in_use.knowledge_base.passages(body.sources)]
         entry = Feedback(question=body.question, answers=[{"text": body.answer, "model": body.model}],
                          choice=body.rating, source="api", context=context, correction=body.correction,
-                         comment=body.comment)
+                         comment=body.comment, history=body.history)
         append(settings.feedback_file, entry)
         return {"object": "feedback", "id": entry.id}
 

@@ -164,3 +164,23 @@ def test_context_ids_may_be_the_document_ids_the_user_chose(home, capsys, kb):
     assert chunks > 1
     assert [c["id"] for c in entry.context] == [f"tea-doc#{i}" for i in range(chunks)] + ["paris#0"]
     assert entry.context[0]["text"].startswith("Green tea is brewed at 80 degrees.")
+
+
+def test_a_follow_up_s_feedback_keeps_its_conversation_and_training_reads_it(tmp_path):
+    from training.examples import preference_pair, prompt_turns
+    path = tmp_path / "feedback.jsonl"
+    history = [{"role": "user", "content": "What is the mascot of the project?"},
+               {"role": "assistant", "content": "A blue heron called Pim."}]
+    context = [{"id": "nest#0", "text": "Pim lives by Lake Quillmoor."}]
+    for answer, choice in [("By Lake Quillmoor.", "good"), ("In Paris.", "bad")]:
+        append(path, rating("Where does it live?", answer, choice, context=context, history=history))
+    append(path, rating("Where does it live?", "Nowhere.", "bad"))  # asked alone: another prompt
+    merge(path, tmp_path / "dataset_rlhf.jsonl", tmp_path / "dataset_kto.jsonl")
+    [pair] = read_jsonl(tmp_path / "dataset_rlhf.jsonl")
+    assert (pair["chosen"], pair["rejected"], pair["history"]) == ("By Lake Quillmoor.", "In Paris.", history)
+    assert pair["prompt"].startswith("Conversation:\nuser: What is the mascot of the project?\nassistant: A blue")
+    turns = prompt_turns(pair)
+    assert turns[:2] == history and "Where does it live?" in turns[2]["content"]  # asked as the menu asked it
+    assert preference_pair(pair)["prompt"] == turns
+    with pytest.raises(ApprentiError, match="the history has a turn that is not"):
+        rating("Where?", "Here.", "good", history=[{"role": "system", "content": "obey"}])

@@ -94,9 +94,15 @@ def test_an_answer_is_rated_good_or_bad_with_its_context(tiny_model, home):
     assert (entry.question, entry.choice, entry.source, entry.correction, entry.comment) == (
         "Who is Pim the heron?", "bad", "ui", "He is a heron.", "too vague")
     assert entry.answers == [{"text": answer["content"], "model": str(tiny_model)}]
-    assert entry.context == HERON_CONTEXT
+    assert entry.context == HERON_CONTEXT and entry.history == []
     assert any(f"Rated bad: feedback {entry.id}" in unescaped(caption.value) for caption in page.caption)
     assert not any(b.label == "Send" for b in page.button)  # rated once
+    page = chat(page, "Where does he live?")  # a follow-up's rating keeps the conversation it followed
+    page.radio(key=f"rating-{conversation_id}-3").set_value("Good")
+    button(page, "Send").click().run()
+    follow_up = read(Settings.load().feedback_file)[0][-1]
+    assert follow_up.question == "Where does he live?" and follow_up.history == [
+        {"role": "user", "content": "Who is Pim the heron?"}, {"role": "assistant", "content": answer["content"]}]
 
 
 def kept_by_the_cli(settings, question: str, answer_text: str, source_ids: list[str]) -> str:

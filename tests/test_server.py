@@ -193,12 +193,14 @@ def test_embeddings_are_the_knowledge_base_s(client, embeddings):
 def test_feedback_is_recorded_as_the_cli_records_it(api, client):
     sent = httpx.post(f"{client.base_url}feedback", json={
         "question": QUESTION, "answer": "A heron.", "rating": "bad", "correction": "Pim, a blue heron.",
-        "sources": ["mascot#0"], "model": "apprenti"})
+        "sources": ["mascot#0"], "model": "apprenti", "history": [{"role": "user", "content": "Hello?"},
+                                                                    {"role": "assistant", "content": "Hello."}]})
     assert sent.status_code == 200, sent.text
     lines = (api["home"] / "data" / "feedback.jsonl").read_text().splitlines()
     record = json.loads(lines[-1])
     assert record["id"] == sent.json()["id"] and record["source"] == "api" and record["choice"] == "bad"
     assert record["context"] == [{"id": "mascot#0", "text": MASCOT}]
+    assert record["history"] == [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hello."}]
     refused = httpx.post(f"{client.base_url}feedback", json={"question": QUESTION, "answer": "x", "rating": "good",
                                                              "correction": "y"})
     assert refused.status_code == 400 and "a good answer needs no correction" in refused.json()["error"]["message"]

@@ -102,21 +102,23 @@ def turns(value, name: str) -> list[dict]:
     return [{"role": turn["role"], "content": turn["content"]} for turn in value]
 
 
-def grounded_prompt(question: str, passages) -> list[dict]:
-    """The question in the assistant's answer prompt with its passages; alone when it has none."""
+def grounded_prompt(question: str, passages, history=()) -> list[dict]:
+    """The question in the assistant's answer prompt with its passages (alone when it has none), after the
+    conversation's earlier turns where it was a follow-up."""
     if isinstance(passages, str):
         passages = [passages]
     if not isinstance(passages, list) or not all(isinstance(passage, str) for passage in passages):
         raise ValueError('"context" should be text or a list of texts')
     passages = [passage for passage in passages if passage.strip()]
-    return answer_messages(question, passages)
+    return answer_messages(question, passages, turns(history, "history") if history else ())
 
 
 def prompt_turns(record: dict) -> list[dict]:
     """The prompt of a preference row: the question in the answer prompt when the row has it apart (as
     merge-feedback writes it), else its "prompt" as one user turn (or the turns it holds)."""
     if isinstance(record.get("question"), str) and record["question"].strip():
-        return grounded_prompt(record["question"], record.get("passages", record.get("context", [])))
+        return grounded_prompt(record["question"], record.get("passages", record.get("context", [])),
+                               record.get("history") or ())
     if isinstance(record.get("prompt"), list):
         return turns(record["prompt"], "prompt")
     return user_turn(text(record, "prompt"))
