@@ -354,6 +354,7 @@ def pixel_server():
 
 def test_in_headless_chromium_a_follow_up_is_answered_from_the_right_document_and_rated(tiny_model, home, browser,
                                                                                         tmp_path, pixel_server):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ready
@@ -370,6 +371,24 @@ def test_in_headless_chromium_a_follow_up_is_answered_from_the_right_document_an
     def sources_shown() -> list:
         return browser.find_elements(By.XPATH, "//*[@data-testid='stChatMessage']//summary[contains(., 'Sources')]")
 
+    def click(element) -> None:
+        # Centred first: the chat input is pinned to the bottom of the window and would take a click there
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        element.click()
+
+    def chosen(label_path: str):
+        """A wait condition: the last radio option at `label_path` is selected, clicked again while it is not (a
+        click during the expander's opening lands elsewhere)."""
+        def selected(driver) -> bool:
+            label = driver.find_elements(By.XPATH, label_path)[-1]
+            if not label.find_element(By.TAG_NAME, "input").is_selected():
+                try:
+                    click(label)
+                except WebDriverException:  # still moving: the next try
+                    return False
+            return label.find_element(By.TAG_NAME, "input").is_selected()
+        return selected
+
     def ask(question: str, answers: int):
         box = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid='stChatInputTextArea']")))
         box.send_keys(question, Keys.ENTER)
@@ -383,14 +402,14 @@ def test_in_headless_chromium_a_follow_up_is_answered_from_the_right_document_an
             ask("Where does he live?", 2)
             follow_up = sources_shown()[-1]
             assert "heron#0" in follow_up.text and "ferry" not in follow_up.text, follow_up.text
-            follow_up.click()  # the passages, as text: the image link in it is not fetched
+            click(follow_up)  # the passages, as text: the image link in it is not fetched
             wait.until(ready.visibility_of_element_located((By.XPATH, "//*[contains(text(), 'Pim the heron lives')]")))
-            browser.find_elements(By.XPATH, "//summary[contains(., 'Rate this answer')]")[-1].click()
-            wait.until(ready.element_to_be_clickable((By.XPATH, "(//label[contains(., 'Bad')])[last()]"))).click()
+            click(browser.find_elements(By.XPATH, "//summary[contains(., 'Rate this answer')]")[-1])
+            wait.until(chosen("//label[contains(., 'Bad')]"))
             wait.until(ready.element_to_be_clickable(
                 (By.XPATH, "(//textarea[contains(@aria-label, 'The answer you wanted')])[last()]"))
             ).send_keys("By the old mill.")
-            browser.find_elements(By.XPATH, "//button[.//p[text()='Send']]")[-1].click()
+            click(browser.find_elements(By.XPATH, "//button[.//p[text()='Send']]")[-1])
             wait.until(ready.presence_of_element_located((By.XPATH, "//*[contains(text(), 'Rated bad')]")))
         finally:
             browser.save_screenshot(str(screenshot))
