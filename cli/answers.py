@@ -32,11 +32,16 @@ def answer_aloud(assistant, question: str, texts: dict, k: int | None = None, us
     (conversation/saved.py), the question follows its turns and is added to them."""
     if not question.strip():
         raise ApprentiError("the question is empty")
-    history = conversation.history() if conversation else ()
-    answer = assistant.ask(question, k=k, use_rag=use_rag, on_text=print_chunk, history=history)
+    answer = ask_in(assistant, question, conversation, k=k, use_rag=use_rag, on_text=print_chunk)
     print()
     if use_rag:
         print_sources(answer, texts, assistant.settings.relevance_threshold)
+    return answer
+
+
+def ask_in(assistant, question: str, conversation, **options):
+    """assistant.ask(question, **options) after the `conversation`'s turns (none: alone), added to them."""
+    answer = assistant.ask(question, history=conversation.history() if conversation else (), **options)
     if conversation:
         conversation.add(question, answer)
     return answer
@@ -94,10 +99,8 @@ def ask(settings: Settings, arguments) -> int:
     if arguments.conversation:
         conversation = Conversation() if arguments.conversation == "new" else saved.get(arguments.conversation)
     if arguments.json:
-        history = conversation.history() if conversation else ()
-        answer = assistant.ask(question, k=arguments.k, use_rag=not arguments.no_rag, history=history)
+        answer = ask_in(assistant, question, conversation, k=arguments.k, use_rag=not arguments.no_rag)
         if conversation:
-            conversation.add(question, answer)
             saved.save(conversation)
         print(json.dumps({**answer.to_json(), "conversation": conversation and conversation.id}, ensure_ascii=False))
         return 0

@@ -530,7 +530,7 @@ def create_app(settings: Settings, api_key: str | None = None):
         version = answerer.version(body.model)
         options = {"use_rag": body.rag, "temperature": body.temperature or 0.0,
                    "max_new_tokens": body.max_completion_tokens or body.max_tokens,
-                   "stop": [body.stop] if isinstance(body.stop, str) else body.stop or [],
+                   "stop": stop_texts(body.stop),
                    "history": history, "system": system}
         work = functools.partial(answerer.answer, version, question, options)
         return await respond(request, work, ChatForm(body.model), body.stream, body.stream_options)
@@ -547,7 +547,7 @@ def create_app(settings: Settings, api_key: str | None = None):
             raise ApiError(f"{', '.join(unserved)}: not served by /v1/completions: leave "
                            f"{'them' if len(unserved) > 1 else 'it'} out", param=unserved[0])
         options = {"temperature": body.temperature or 0.0, "max_new_tokens": body.max_tokens,
-                   "stop": [body.stop] if isinstance(body.stop, str) else body.stop or []}
+                   "stop": stop_texts(body.stop)}
         work = functools.partial(answerer.complete, answerer.version(body.model), texts[0], options)
         return await respond(request, work, CompletionForm(body.model), body.stream, body.stream_options)
 
@@ -592,6 +592,11 @@ def embedding_lengths(embedder, texts: list[str]) -> tuple[list[int], int]:
     """Each text's length in the embedding model's tokens, as it reads them, and how many it reads at most."""
     reader = embedder._client  # the SentenceTransformer, which langchain_huggingface gives no public name
     return [len(ids) for ids in reader.tokenizer(texts, verbose=False)["input_ids"]], reader.max_seq_length
+
+
+def stop_texts(stop: Union[str, list[str], None]) -> list[str]:
+    """The API's `stop`, one text or a list, as a list."""
+    return [stop] if isinstance(stop, str) else stop or []
 
 
 def sse(data: dict) -> str:
