@@ -83,19 +83,19 @@ def loops(answer: str, size: int = 4, times: int = 3) -> bool:
 @contextmanager
 def penalising_the_prompt(candidate: str):
     """For "before": the penalty counts the prompt's tokens as the answer's, as the libraries' own do."""
-    import inference.chat_model
     import inference.decoding
     import inference.onnx_model
+    import inference.transformers_model
     adjust = inference.decoding.adjust
 
     def whole_sequence(logits, prompt, answer, decoding):
         adjust(logits, prompt, prompt + answer, decoding)
     if candidate == "before":
-        inference.chat_model.adjust = inference.onnx_model.adjust = whole_sequence
+        inference.transformers_model.adjust = inference.onnx_model.adjust = whole_sequence
     try:
         yield
     finally:
-        inference.chat_model.adjust = inference.onnx_model.adjust = adjust
+        inference.transformers_model.adjust = inference.onnx_model.adjust = adjust
 
 
 def grounded(candidate: str, assistant, invented: list[dict], qa: list) -> dict:

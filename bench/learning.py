@@ -86,7 +86,7 @@ def pair_rows(rows: list[dict]) -> list[dict]:
 
 
 def greedy_answers(settings, rows: list[dict], tokens: int = 16) -> list[str]:
-    from inference.chat_model import ChatModel
+    from inference.transformers_model import ChatModel
     from inference.versions import Versions
     from inference.prompts import answer_messages
     versions = Versions(settings)

@@ -33,7 +33,7 @@ def evaluate(settings: Settings, qa_path: Path | None = None,
              progress: Callable[[dict], None] = lambda event: None, source=None) -> dict:
     """The report of the model at `source` (an inference.locate.ModelSource; by default the one `settings`
     answer with): {"model", "version", "qa_set", "metrics", "inputs", "answers", ...}."""
-    from inference.chat_model import ChatModel
+    from inference.transformers_model import ChatModel
     from rag_module import Assistant
     qa_path = Path(qa_path or default_qa_path(settings))
     questions, problems = read_qa_set(qa_path)

@@ -63,10 +63,12 @@ def from_cache_or_hub(model: str) -> Path | None:
     if model.startswith(("/", "./", "../", "~")):
         raise ApprentiError(f"the model folder {model} does not exist")
     from huggingface_hub import snapshot_download
-    attempts = [dict(local_files_only=True)] + ([dict()] if hub_reachable() else [])
-    for options in attempts:
+    # The local cache first: the hub is probed (a connection of up to 3 s) only for a model not cached.
+    for from_hub in (False, True):
+        if from_hub and not hub_reachable():
+            break
         try:
-            folder = Path(snapshot_download(model, allow_patterns=MODEL_FILES, **options))
+            folder = Path(snapshot_download(model, allow_patterns=MODEL_FILES, local_files_only=not from_hub))
         except Exception:  # not cached, not found, refused: all mean "not from here"
             continue
         if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):

@@ -8,8 +8,12 @@ version goes):
     models/versions/<id>/onnx-int8/    a version: its adapters merged into the weights first, in fp32
     models/onnx-int8/<base model>/     a base model (the hub's cache is not ours to write in)
 
+A model the converter refuses is remembered beside where its converted form would be (<form>.failed.json),
+so that later loads fall back at once; a new onnxruntime-genai or a changed model tries again.
+
 transformers stays the training path, and the fallback where this runtime cannot be installed or a model
-cannot be converted (APPRENTI_BACKEND=transformers chooses it outright).
+cannot be converted (APPRENTI_BACKEND=transformers chooses it outright). Answering here imports neither
+torch nor transformers: the prompts come from inference/tokenizer.py's FolderTokenizer.
 """
 from __future__ import annotations
 
@@ -25,13 +29,19 @@ from pathlib import Path
 
 from common.config import Settings
 from common.errors import ApprentiError
-from common.files import file_lock
+from common.files import file_lock, write_whole
 from common.messages import notice
-from inference.chat_model import Prompts
 from inference.decoding import CLOSED_BOOK, Decoding, adjust
 from inference.locate import ModelSource
+from inference.tokenizer import FolderTokenizer, Prompts
 
 CONVERSION = "converted.json"
+# The files that make a model what it is: one of them changed, a refused conversion is tried again.
+MODEL_FILES = ("*.safetensors", "config.json", "adapter_config.json")
+
+
+class Unconvertible(ApprentiError):
+    """The converter refused the model: remembered, so that the next load does not ask it again."""
 
 
 def converted_folder(settings: Settings, source: ModelSource) -> Path:
@@ -43,15 +53,47 @@ def converted_folder(settings: Settings, source: ModelSource) -> Path:
 
 
 def converted(settings: Settings, source: ModelSource) -> Path:
-    """`source` in its converted form, made now if it is not made yet (one process at a time makes it)."""
+    """`source` in its converted form, made now if it is not made yet (one process at a time makes it). A
+    model the converter refused is refused again at once, with the same error, until the runtime or the model
+    changes."""
     target = converted_folder(settings, source)
     if (target / "genai_config.json").is_file():
         return target
+    refusal = target.with_name(f"{target.name}.failed.json")
+    attempt = {"onnxruntime_genai": runtime_version(), "source": identity(source)}
     target.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(target.parent / f".{target.name}.lock"):
         if not (target / "genai_config.json").is_file():  # else another process made it while we waited
-            convert(source, target, precision=settings.backend.removeprefix("onnx-"))
+            remembered = read_record(refusal)
+            if remembered.get("error") and {key: remembered.get(key) for key in attempt} == attempt:
+                raise ApprentiError(remembered["error"])
+            try:
+                convert(source, target, precision=settings.backend.removeprefix("onnx-"))
+            except Unconvertible as error:
+                write_whole(refusal, json.dumps({"error": str(error), **attempt}, indent=1).encode())
+                raise
+            refusal.unlink(missing_ok=True)
     return target
+
+
+def runtime_version() -> str:
+    import onnxruntime_genai
+    return onnxruntime_genai.__version__
+
+
+def identity(source: ModelSource) -> dict:
+    """What a conversion is made from: the model's name and version, and its files' sizes and times."""
+    files = sorted(file for folder in (source.path, *source.adapters) for pattern in MODEL_FILES
+                   for file in folder.glob(pattern))
+    return {"name": source.name, "version": source.version,
+            "files": {str(file): [file.stat().st_size, file.stat().st_mtime_ns] for file in files}}
+
+
+def read_record(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def convert(source: ModelSource, target: Path, precision: str) -> None:
@@ -84,7 +126,7 @@ def build(source: ModelSource, target: Path, precision: str) -> None:
                               capture_output=True, text=True)
         if done.returncode != 0 or not (built / "genai_config.json").is_file():
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise ApprentiError(f"cannot convert {source.name} for fast answers: {last}")
+            raise Unconvertible(f"cannot convert {source.name} for fast answers: {last}")
         # The tokenizer as transformers saved it: prompts are made with the same chat template on both paths.
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
             if (weights / name).is_file():
@@ -101,21 +143,17 @@ def threads() -> int:
 
 
 class OnnxChatModel(Prompts):
-    """The same interface as inference.chat_model.ChatModel, answering from the converted form."""
+    """The same interface as inference.transformers_model.ChatModel, answering from the converted form."""
 
     backend = "onnx"
 
     @staticmethod
     def conversion(folder: Path) -> dict:
         """What convert() recorded: the model's name, version and precision, the seconds it took."""
-        try:
-            return json.loads((folder / CONVERSION).read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_record(folder / CONVERSION)
 
     def __init__(self, source: ModelSource, folder: Path):
         import onnxruntime_genai as og
-        from transformers import AutoTokenizer
         started = time.perf_counter()
         self.source, self.name, self.version = source, source.name, source.version
         try:
@@ -123,8 +161,8 @@ class OnnxChatModel(Prompts):
             config.overlay(json.dumps({"model": {"decoder": {"session_options": {
                 "intra_op_num_threads": threads()}}}}))
             self.model = og.Model(config)
-            self.decoder = og.Tokenizer(self.model)
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            self.decoder = og.Tokenizer(self.model)  # streams the answer's text, piece by piece
+            self.tokenizer = self.prompts = FolderTokenizer(folder)
             self.context_window = json.loads((folder / "genai_config.json").read_text())["model"]["context_length"]
         except Exception as error:  # the runtime's own errors have no common class but Exception
             raise ApprentiError(f"cannot load the converted model in {folder}: {error}") from None

@@ -144,7 +144,7 @@ def test_the_online_methods_take_each_question_once_an_epoch(method, feedback_da
 
 
 def test_a_version_built_on_another_answers_with_both_adapters(feedback_data):
-    from inference.chat_model import ChatModel
+    from inference.transformers_model import ChatModel
     settings = feedback_data
     write_jsonl(settings.sft_train, [{"prompt": "Say the word.", "completion": "heron"}])
     config = dict(FAST, steps=3)

@@ -7,7 +7,7 @@ import torch
 from common.config import Settings
 from common.errors import ApprentiError
 from inference import loading
-from inference.chat_model import ChatModel
+from inference.transformers_model import ChatModel
 from inference.versions import Versions, choose_chat_model
 from inference.loading import device_and_dtype
 from inference.locate import BUNDLED_CHAT_MODEL, from_cache_or_hub, hub_reachable, resolve_base_model
@@ -30,6 +30,23 @@ def test_offline_means_no_hub_and_an_unknown_model_is_not_found(monkeypatch):
     assert from_cache_or_hub("nobody/no-such-model") is None
     with pytest.raises(ApprentiError, match="does not exist"):
         from_cache_or_hub("./no/such/folder")
+
+
+def test_a_cached_model_is_found_without_probing_the_hub(home, monkeypatch, tiny_model_dir):
+    """A connection attempt takes up to 3 s: only a model that is not cached is worth one."""
+    import shutil
+    import huggingface_hub.constants
+    from inference import locate
+    probes = []
+    monkeypatch.setattr(locate, "hub_reachable", lambda: probes.append(1) or False)
+    cache = home / "hub-cache"
+    snapshot = cache / "models--someone--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_model_dir, snapshot)
+    (cache / "models--someone--tiny" / "refs").mkdir()
+    (cache / "models--someone--tiny" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert from_cache_or_hub("someone/tiny") == snapshot and probes == []
+    assert from_cache_or_hub("someone/not-cached") is None and probes == [1]
 
 
 def test_an_uncached_base_model_falls_back_to_the_bundled_one_with_one_notice(real_model, capsys):
