@@ -28,6 +28,7 @@ bench: $(VENV)/.test-installed
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/decoding.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/teaching.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/serve_load.py
+	$(PYTHON) bench/cold_start.py
 
 $(VENV)/.app-installed: requirements.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)

@@ -19,6 +19,7 @@ Without a command, the menu. With one, the same actions for scripts:
   models ACTION       model versions: list, show ID, use ID [--force], rollback, diff A B, prune --keep N
   list / export       the knowledge base's documents, as a table / as JSONL (--chunks: every chunk)
   delete ID           remove a document from the knowledge base
+  reembed             embed the knowledge base again after the embedding model changed (resumable)
 """
 from __future__ import annotations
 

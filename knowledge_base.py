@@ -1,4 +1,4 @@
-"""The knowledge base: chunks of documents in a Chroma collection (through langchain_chroma) and, beside it,
+"""The knowledge base: chunks of documents in a Chroma collection and, beside it,
 a keyword index; questions are answered from both at once (store/hybrid_search.py).
 
 A document with id ID is stored as chunks `ID#0`, `ID#1`, ...; every chunk's metadata says where it comes
@@ -9,6 +9,8 @@ now, and the next ingest finishes the job.
 from __future__ import annotations
 
 import functools
+import json
+import os
 import signal
 import threading
 import uuid
@@ -21,10 +23,12 @@ from common.config import Settings
 from common.errors import ApprentiError, DuplicateIdError
 from common.files import file_lock
 from common.messages import notice
-from store.catalog import DocumentRecord, IngestReport, is_gone, read_documents
-from store.documents import (MAX_ID_LENGTH, Chunk, SourceDocument, Unreadable, chunk_document, find_files, read_file)
+from store.catalog import DocumentRecord, IngestReport, is_gone, read_documents, whole_files
+from store.documents import (MAX_ID_LENGTH, Chunk, SourceDocument, Unreadable, chunk_document, chunk_id, content_hash,
+                             find_files, parse_file, read_bytes, real_path)
 from store.hybrid_search import Passage, hybrid_search
-from store.vector_store import embeddings_for, open_collection, server_slug
+from store.embeddings import embeddings_for, fingerprint, same_model
+from store.vector_store import COLLECTION, next_collection, open_collection, server_slug, swap_in_next
 
 EMBEDDING_BATCH = 128  # chunks embedded together, then written with the documents they complete
 PAGE = 5000  # chunks read from the store at once
@@ -55,25 +59,43 @@ class KnowledgeBase:
         self.server_url = server_url
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.store = open_collection(self.directory, server_url)
+            self.client, self.collection = open_collection(self.directory, server_url)
             # One keyword index per store: a server's lives in the local data dir, named after the server.
             name = "keywords.sqlite3" if not server_url else f"keywords-{server_slug(server_url)}.sqlite3"
             self.keywords = KeywordIndex(self.directory / name)
-            self.collection = self.store._collection  # langchain_chroma embeds again on add; we embed once
         except ApprentiError:
             raise
         except Exception as error:  # chromadb and sqlite raise several types for an unusable store
             raise ApprentiError(f"cannot open the knowledge base in {server_url or self.directory}: {error}") from None
         self._embeddings = embeddings
-        self._checked = False
+        self._keywords_checked = False
+        self._model_checked = False
 
     @property
     def embeddings(self):
+        """The embedding model, checked once against the one that made the store's vectors."""
         if self._embeddings is None:
             raise ApprentiError("this knowledge base was opened without an embedding model")
         if not hasattr(self._embeddings, "embed_query"):
             self._embeddings = self._embeddings()
+        if not self._model_checked:
+            self._check_embedding_model(self._embeddings)
+            self._model_checked = True
         return self._embeddings
+
+    def _check_embedding_model(self, embeddings) -> None:
+        """A store records which model made its vectors (its name, their dimension, the vectors of a few fixed
+        texts); queries and new chunks embedded by another model would be scored against vectors they cannot be
+        compared with, under a threshold tuned for the first. A store without a record takes the model's."""
+        recorded, current = self.collection.metadata or {}, embedding_record(embeddings)
+        if "embedding_fingerprint" not in recorded or not self.count_chunks():
+            self.collection.modify(metadata=current)
+        elif not same_model(json.loads(recorded["embedding_fingerprint"]), json.loads(current["embedding_fingerprint"])):
+            raise ApprentiError(
+                f"the knowledge base in {self.server_url or self.directory} was embedded with "
+                f"{recorded.get('embedding_model')} ({recorded.get('embedding_dimension')} dimensions), and "
+                f"{current['embedding_model']} makes other vectors: run `python cli_app.py reembed` to embed it "
+                f"again with {current['embedding_model']}, or set APPRENTI_EMBEDDING_MODEL back")
 
     @classmethod
     def open(cls, settings: Settings) -> "KnowledgeBase":
@@ -141,15 +163,16 @@ class KnowledgeBase:
 
     def ingest(self, paths: list[Path], prune: bool = False,
                progress: Callable[[dict], None] | None = None) -> IngestReport:
-        """Files and folders into the store: new and changed documents indexed, unchanged ones skipped,
-        documents of deleted files removed when `prune`. Running it again after an interruption finishes
-        the job."""
+        """Files and folders into the store: new and changed documents indexed, unchanged ones skipped (a file
+        with the bytes its stored documents were made from is not even parsed), documents of deleted files
+        removed when `prune`. Running it again after an interruption finishes the job."""
         report = IngestReport()
         with self.writing():
             stored = self.documents()
             indexed = self.keywords.documents()
-            documents, read_sources = self._read(paths, report, progress)
-            fresh = []
+            documents, unparsed, read_sources = self._read(paths, whole_files(stored, indexed), report, progress)
+            report.unchanged = len(unparsed)
+            fresh, restamped = [], []
             for document in documents:
                 record = stored.get(document.doc_id)
                 if record and record.source != document.source:
@@ -158,11 +181,15 @@ class KnowledgeBase:
                 elif (record and record.complete and record.hash == document.hash
                       and indexed.get(document.doc_id) == (document.hash, record.chunks)):
                     report.unchanged += 1
+                    # Same text, but the file changed (another line of it) or the store predates file hashes.
+                    if (record.file_hash, record.file_records) != (document.file_hash, document.file_records):
+                        restamped.append((document, record.chunks))
                 else:
                     (report.updated if record else report.added).append(document.doc_id)
                     fresh.append(document)
+            self._restamp(restamped)
             report.chunks = len(self._index(fresh, progress))
-            seen = {document.doc_id for document in documents}
+            seen = set(unparsed) | {document.doc_id for document in documents}
             gone = [record.doc_id for record in stored.values()
                     if record.doc_id not in seen and is_gone(record.source, paths, read_sources)]
             if prune and gone:
@@ -172,25 +199,49 @@ class KnowledgeBase:
                 report.gone = gone
         return report
 
-    def _read(self, paths, report, progress) -> tuple[list[SourceDocument], set[str]]:
+    def _read(self, paths, whole: dict[tuple[str, str], list[str]], report, progress
+              ) -> tuple[list[SourceDocument], list[str], set[str]]:
+        """The documents of the files under `paths`, the ids of those of the files found `whole` (the bytes their
+        stored documents were made from: not parsed), and the files read."""
         files = []
         for path in paths:
-            path = Path(path).expanduser().resolve()
-            if not path.exists():
-                report.problems.append((str(path), "no such file or folder"))
-            files += find_files(path) if path.exists() else []
-        documents, read_sources = [], set()
+            path = Path(path).expanduser()
+            try:
+                files += find_files(real_path(path), report.problems)  # a folder's links that lead out: skipped
+            except Unreadable as error:
+                report.problems.append((os.path.realpath(path), str(error)))
+        files = list(dict.fromkeys(files))  # a file under two of the paths given is read once
+        documents, unparsed, read_sources = [], [], set()
         for number, file in enumerate(files, 1):
             try:
-                found, problems = read_file(file)
-                documents += found
+                data = read_bytes(file)
+                file_hash = content_hash(data)
+                if (str(file), file_hash) in whole:
+                    unparsed += whole[str(file), file_hash]
+                else:
+                    found, problems = parse_file(file, data, file_hash)
+                    documents += found
+                    report.problems += [(str(file), problem) for problem in problems]
                 read_sources.add(str(file))
-                report.problems += [(str(file), problem) for problem in problems]
             except Unreadable as error:
                 report.problems.append((str(file), str(error)))
             if progress:
                 progress({"stage": "reading", "done": number, "total": len(files)})
-        return documents, read_sources
+        return documents, unparsed, read_sources
+
+    def _restamp(self, documents: list[tuple[SourceDocument, int]]) -> None:
+        """Record on the chunks of these unchanged (document, chunk count) the file they were read from now."""
+        ids, metadatas = [], []
+        for document, chunks in documents:
+            ids += [chunk_id(document.doc_id, index) for index in range(chunks)]
+            metadatas += [{"file_hash": document.file_hash, "file_records": document.file_records}] * chunks
+        with interrupts_deferred():
+            try:
+                for start in range(0, len(ids), PAGE):  # Chroma merges these keys into each chunk's metadata
+                    self.collection.update(ids=ids[start:start + PAGE], metadatas=metadatas[start:start + PAGE])
+            except Exception as error:
+                raise ApprentiError(f"cannot write the knowledge base in {self.server_url or self.directory}: "
+                                    f"{error}") from None
 
     def _index(self, documents: list[SourceDocument], progress=None) -> list[Chunk]:
         """Chunk, embed and write `documents`; each write holds whole documents, about a batch of chunks."""
@@ -261,6 +312,35 @@ class KnowledgeBase:
             for page in batched(self.chunks(), PAGE):
                 self.keywords.write([Chunk(chunk_id, text, metadata) for chunk_id, text, metadata in page])
 
+    def reembed(self, progress: Callable[[dict], None] | None = None) -> int:
+        """Embed every chunk again with the model the settings name (after the embedding model changed), into a
+        collection beside the one in use, which it replaces once whole: an interruption leaves the store as it
+        was, and running it again goes on from where it stopped. Returns the number of chunks."""
+        embeddings = self._embeddings() if not hasattr(self._embeddings, "embed_query") else self._embeddings
+        record = embedding_record(embeddings)
+        with self.writing():
+            following = next_collection(self.client, record)
+            if following.metadata.get("embedding_fingerprint") != record["embedding_fingerprint"]:
+                self.client.delete_collection(following.name)  # begun with yet another model: start again
+                following = next_collection(self.client, record)
+            ids = [chunk_id for chunk_id, _, _ in self.chunks(include=())]
+            done = set(following.get(include=[])["ids"])
+            for start in range(0, len(ids), EMBEDDING_BATCH):
+                batch = [chunk_id for chunk_id in ids[start:start + EMBEDDING_BATCH] if chunk_id not in done]
+                if batch:
+                    found = self.collection.get(ids=batch, include=["documents", "metadatas"])
+                    vectors = embeddings.embed_documents(found["documents"])
+                    with interrupts_deferred():
+                        following.upsert(ids=found["ids"], embeddings=vectors, documents=found["documents"],
+                                         metadatas=found["metadatas"])
+                if progress:
+                    progress({"stage": "embedding", "done": min(start + EMBEDDING_BATCH, len(ids)), "total": len(ids)})
+            with interrupts_deferred():
+                swap_in_next(self.client)
+            self.collection = self.client.get_collection(COLLECTION)
+        self._embeddings, self._model_checked = embeddings, True
+        return len(ids)
+
     # ------------------------------------------------------------ searching
 
     def search(self, query: str, k: int = 4, mode: str = "hybrid", keyword_weight: float | None = None
@@ -272,16 +352,28 @@ class KnowledgeBase:
 
     def _check_keyword_index(self) -> None:
         """Once per process: a keyword index out of step with the store is made again from it."""
-        if self._checked:
+        if self._keywords_checked:
             return
-        self._checked = True
+        self._keywords_checked = True
         if self.keywords.count() != self.count_chunks():
             notice(f"the keyword index is out of step with the store: rebuilding it ({self.count_chunks()} chunks)")
             self.rebuild_keyword_index()
 
+    def relevant(self, query: str, k: int, threshold: float) -> list[Passage]:
+        """The k best chunks for `query` that score at least `threshold`: what an answer may rest on."""
+        return [passage for passage in self.search(query, k) if passage.score >= threshold]
+
     def retriever(self, k: int, threshold: float):
         from store.retriever import retriever_class
         return retriever_class()(knowledge_base=self, k=k, threshold=threshold)
+
+
+def embedding_record(embeddings) -> dict:
+    """What a store records of the model that made its vectors (store/embeddings.py)."""
+    probes = fingerprint(embeddings)
+    return {"embedding_model": str(getattr(embeddings, "name", type(embeddings).__name__)),
+            "embedding_dimension": len(embeddings.embed_query("dimension")),
+            "embedding_fingerprint": json.dumps(probes)}
 
 
 def batched(items, size):

@@ -99,11 +99,8 @@ class Assistant:
     def retrieve(self, question: str, k: int | None = None, history: Sequence[dict] = ()) -> list[Passage]:
         """The passages at or above the relevance threshold for `question`, asked after the `history` turns."""
         from conversation.follow_up import follow_up_passages
-        retriever = self.knowledge_base.retriever(k or self.settings.top_k, self.settings.relevance_threshold)
-
         def search(query: str) -> list[Passage]:
-            return [Passage(d.id, d.metadata["doc_id"], d.metadata["score"], d.page_content, d.metadata["source"])
-                    for d in retriever.invoke(query)]
+            return self.knowledge_base.relevant(query, k or self.settings.top_k, self.settings.relevance_threshold)
         return follow_up_passages(question, history, search)
 
     def ask(self, question: str, k: int | None = None, use_rag: bool = True,

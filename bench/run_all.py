@@ -51,8 +51,8 @@ def tinyllama_shaped(folder: Path, tokenizer_folder: Path) -> Path:
 
 def generation_figures(label: str, folder: Path) -> None:
     import torch
-    from inference.chat_model import ChatModel
     from inference.locate import ModelSource
+    from inference.transformers_model import ChatModel
     model = ChatModel(ModelSource(label, folder))
     report(f"{label}: model load", model.load_seconds, "s")
     prompt = torch.randint(100, 20000, (1, 300))
@@ -72,7 +72,7 @@ def generation_figures(label: str, folder: Path) -> None:
 def knowledge_base_figures(home: Path) -> None:
     from common.config import Settings
     from knowledge_base import KnowledgeBase
-    from store.vector_store import embeddings_for
+    from store.embeddings import embeddings_for
     kb = KnowledgeBase(home / "chroma_db_store", embeddings_for(Settings.load(home=home)))
     documents = [f"Note {i}: the meeting about project {i % 37} moved to room {i % 11}, floor {i % 5}. " * 6
                  for i in range(400)]

@@ -107,7 +107,7 @@ def main() -> int:
         return 1
     from common.config import Settings
     from knowledge_base import KnowledgeBase
-    from store.vector_store import embeddings_for
+    from store.embeddings import embeddings_for
     work = arguments.work or Path(tempfile.mkdtemp(prefix="apprenti-scale-"))
     files, expected = pick_files(arguments.chunks)
     print(f"corpus: {len(files)} pages of the Python documentation, {expected} chunks", flush=True)

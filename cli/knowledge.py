@@ -118,3 +118,16 @@ def delete(settings: Settings, arguments) -> int:
     removed = open_knowledge_base(settings).delete(arguments.id)
     print(f"Deleted '{arguments.id}' ({removed} chunk(s)).")
     return 0
+
+
+@command("reembed", "embed the knowledge base again with the embedding model in use (after changing it)")
+def reembed(settings: Settings, arguments) -> int:
+    """Every chunk embedded again, beside the store in use, which it replaces once whole: Ctrl-C or a crash leaves
+    the store as it was, and running it again goes on from where it stopped."""
+    progress = StageProgress()
+    try:
+        chunks = open_knowledge_base(settings).reembed(progress=progress)
+    finally:
+        progress.close()
+    print(f"Embedded {chunks} chunk(s) again.")
+    return 0

@@ -590,8 +590,7 @@ def create_app(settings: Settings, api_key: str | None = None):
 
 def embedding_lengths(embedder, texts: list[str]) -> tuple[list[int], int]:
     """Each text's length in the embedding model's tokens, as it reads them, and how many it reads at most."""
-    reader = embedder._client  # the SentenceTransformer, which langchain_huggingface gives no public name
-    return [len(ids) for ids in reader.tokenizer(texts, verbose=False)["input_ids"]], reader.max_seq_length
+    return embedder.token_counts(texts), embedder.max_tokens
 
 
 def stop_texts(stop: Union[str, list[str], None]) -> list[str]:

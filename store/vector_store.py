@@ -1,41 +1,68 @@
-"""Opening the Chroma collection (through langchain_chroma): embedded in the data dir, or on a server."""
+"""Opening the Chroma collection: embedded in the data dir, or on a server.
+
+chromadb's own client, not langchain_chroma's wrapper: the knowledge base embeds and writes itself, and the
+wrapper's import (sentence-transformers' utilities, sklearn) cost a cold `ask` 0.7 s."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from common.config import Settings
 from common.errors import ApprentiError
 from common.files import file_lock
 
 COLLECTION = "apprenti_knowledge"
-
-
-def embeddings_for(settings: Settings):
-    from langchain_huggingface import HuggingFaceEmbeddings
-    from inference.loading import quiet_transformers
-    from inference.locate import resolve_embedding_model
-    source = resolve_embedding_model(settings)
-    with quiet_transformers():
-        return HuggingFaceEmbeddings(model_name=str(source.path), encode_kwargs={"normalize_embeddings": True})
+NEXT = f"{COLLECTION}-next"  # the store embedded again by `reembed`, until it replaces the one in use
+WHOLE = "apprenti:whole"
 
 
 def open_collection(directory: Path, server_url: str | None):
-    """The collection, created if new. Two processes creating a new store at once would both create its
+    """The Chroma client and the collection, created if new. Two processes creating a new store at once would both create its
     tables: one waits for the other (a read-only store needs no creating, and opening it says what is wrong)."""
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    from langchain_chroma import Chroma
-    client = server_client(server_url) if server_url else None
+    import chromadb
 
     def open_store():
-        return Chroma(collection_name=COLLECTION, client=client,
-                      persist_directory=None if client else str(directory),
-                      collection_metadata={"hnsw:space": "cosine"})
+        client = server_client(server_url) if server_url else chromadb.PersistentClient(path=str(directory))
+        finish_swap(client)
+        return client, client.get_or_create_collection(COLLECTION, metadata={"hnsw:space": "cosine"},
+                                                       embedding_function=None)
 
-    if client is None and os.access(directory, os.W_OK):
+    if server_url is None and os.access(directory, os.W_OK):
         with file_lock(directory / ".open.lock"):
             return open_store()
     return open_store()
+
+
+def next_collection(client, metadata: dict):
+    """Where `reembed` writes the store's chunks again, beside the collection in use until it is whole."""
+    return client.get_or_create_collection(NEXT, metadata={"hnsw:space": "cosine", **metadata},
+                                           embedding_function=None)
+
+
+def swap_in_next(client) -> None:
+    """The next collection, whole, takes the place of the one in use. Marked whole first, so that a crash
+    between the two steps below is finished by the next open (finish_swap)."""
+    following = client.get_collection(NEXT)
+    following.modify(metadata={**settable(following.metadata), WHOLE: True})
+    finish_swap(client)
+
+
+def finish_swap(client) -> None:
+    try:
+        following = client.get_collection(NEXT)
+    except Exception:  # chromadb raises NotFoundError, or ValueError on older servers: no re-embedding under way
+        return
+    if not (following.metadata or {}).get(WHOLE):
+        return  # a re-embedding interrupted: `reembed` goes on with it
+    if COLLECTION in {getattr(collection, "name", collection) for collection in client.list_collections()}:
+        client.delete_collection(COLLECTION)
+    following.modify(name=COLLECTION, metadata={key: value for key, value in settable(following.metadata).items()
+                                                if key != WHOLE})
+
+
+def settable(metadata: dict | None) -> dict:
+    """A collection's metadata as modify() takes it back: its distance, set at creation, cannot be given again."""
+    return {key: value for key, value in (metadata or {}).items() if key != "hnsw:space"}
 
 
 def server_client(url: str):

@@ -14,11 +14,23 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["ANONYMIZED_TELEMETRY"] = "False"
 
 
+@pytest.fixture(scope="session")
+def embedding_exports(tmp_path_factory) -> Path:
+    """The bundled embedding model exported for fast queries once for the session (store/embeddings.py)."""
+    from common.config import Settings
+    from store.embeddings import embeddings_for
+    home = tmp_path_factory.mktemp("embeddings")
+    embeddings_for(Settings.load(home=home))
+    return home / "models" / "onnx-embeddings"
+
+
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    """The data dir of one test; the user's store and learning data are never touched."""
+def home(tmp_path, monkeypatch, embedding_exports) -> Path:
+    """The data dir of one test; the user's store and learning data are never touched. It shares the
+    session's export of the embedding model."""
     home = tmp_path / "home"
-    home.mkdir()
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "onnx-embeddings").symlink_to(embedding_exports, target_is_directory=True)
     monkeypatch.setenv("APPRENTI_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("LANG", "C.UTF-8")
@@ -39,11 +51,11 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def embeddings():
+def embeddings(embedding_exports):
     """The bundled embedding model, loaded once for the whole session."""
     from common.config import Settings
-    from store.vector_store import embeddings_for
-    return embeddings_for(Settings.load())
+    from store.embeddings import embeddings_for
+    return embeddings_for(Settings.load(home=embedding_exports.parent.parent))
 
 
 @pytest.fixture
@@ -71,7 +83,7 @@ def real_model(home, bundled_models, monkeypatch) -> Path:
     """The test's data dir, set up to use the real bundled model without converting it again."""
     monkeypatch.delenv("APPRENTI_BACKEND")  # the default: answers as a user gets them
     monkeypatch.delenv("APPRENTI_MAX_NEW_TOKENS")
-    (home / "models").mkdir()  # the test's own versions go here; the converted models are shared
+    # the test's own versions go in its models/; the converted models are shared
     for converted in bundled_models.iterdir():
         (home / "models" / converted.name).symlink_to(converted, target_is_directory=True)
     return home

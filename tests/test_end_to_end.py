@@ -6,7 +6,13 @@ import sys
 import pexpect
 
 from common.config import DEFAULT_BACKEND, DEFAULT_RELEVANCE_THRESHOLD, Settings
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli as _run_cli
+import time as _time
+def run_cli(*a, **k):
+    t=_time.time(); r=_run_cli(*a, **k)
+    print(f"\nTIMING {_time.time()-t:7.1f}s {a[:4]}", flush=True)
+    if a and a[0]=='finetune': print("STDOUT", r.stdout, "\nSTDERR", r.stderr[-6000:], flush=True)
+    return r
 from rag_module import Assistant
 from test_documents import write_pdf
 

@@ -20,7 +20,7 @@ HERON_CONTEXT = [{"id": "heron#0", "text": HERON}]
 
 def add_knowledge(home, text=FERRY, doc_id="ferry"):
     from knowledge_base import KnowledgeBase
-    from store.vector_store import embeddings_for
+    from store.embeddings import embeddings_for
     KnowledgeBase(home / "chroma_db_store", embeddings_for(Settings.load())).add(text, doc_id)
 
 

@@ -289,3 +289,137 @@ def test_an_unreachable_server_is_one_clear_message():
     result = run_cli("search", "anything", env={"APPRENTI_CHROMA_URL": f"http://127.0.0.1:{free_port()}"})
     assert result.returncode == 1 and "cannot reach the Chroma server at http://127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- what the user gave: links, loops, unchanged files
+
+def test_links_out_of_the_folder_are_not_followed_and_links_inside_read_each_file_once(kb, corpus, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("The root password is hunter2.")
+    (corpus / "passwd.txt").symlink_to(outside / "secret.txt")
+    (corpus / "elsewhere").symlink_to(outside, target_is_directory=True)
+    (corpus / "up").symlink_to(tmp_path, target_is_directory=True)
+    (corpus / "alias.md").symlink_to("tea.md")  # inside: the same file, read once
+    (corpus / "cuisine" / "kitchen").symlink_to("..", target_is_directory=True)  # inside: the folder itself
+    (corpus / "cuisine" / "loop.txt").symlink_to("loop.txt")
+    (corpus / "old.txt").symlink_to(outside / "secret.txt")
+    kb.add("The root password is hunter2.", str(corpus / "old.txt"), source=str(corpus / "old.txt"))  # an older Apprenti followed it
+
+    report = kb.ingest([corpus], prune=True)
+    assert sorted(report.added) == sorted([str(corpus / "tea.md"), str(corpus / "cuisine" / "crepes.txt"),
+                                           str(corpus / "errors.txt"), "faq-backup", "faq-vpn"])
+    assert sorted(report.problems) == sorted([
+        (str(corpus / "passwd.txt"), f"a link to {outside / 'secret.txt'}, outside {corpus}: not followed"),
+        (str(corpus / "old.txt"), f"a link to {outside / 'secret.txt'}, outside {corpus}: not followed"),
+        (str(corpus / "elsewhere"), f"a link to {outside}, outside {corpus}: not followed"),
+        (str(corpus / "up"), f"a link to {tmp_path}, outside {corpus}: not followed"),
+        (str(corpus / "cuisine" / "loop.txt"), "a loop of symbolic links: it leads nowhere")])
+    assert report.removed == [str(corpus / "old.txt")]
+    assert all(record.source.startswith(f"{corpus}/") and "elsewhere" not in record.source
+               for record in kb.documents().values())
+    assert "hunter2" not in json.dumps([text for _, text, _ in kb.chunks()])
+    # A file given itself is the user's choice, link or not: read, under its real path.
+    assert kb.ingest([corpus / "passwd.txt"]).added == [str(outside / "secret.txt")]
+
+
+def test_links_out_of_the_folder_and_loops_are_said_by_the_command_line(home, tmp_path, capsys):
+    from cli_app import main
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "passwd.txt").symlink_to("/etc/passwd")
+    (folder / "loop.md").symlink_to("loop.md")
+    assert main(["ingest", str(folder)]) == 1  # nothing to read
+    out, err = capsys.readouterr()
+    assert "Documents: 0 added, 0 updated, 0 unchanged, 0 removed (0 chunks written)." in out
+    assert f"  {folder / 'passwd.txt'}: a link to /etc/passwd, outside {folder}: not followed" in err
+    assert f"  {folder / 'loop.md'}: a loop of symbolic links: it leads nowhere" in err
+
+
+def test_a_loop_given_as_the_path_is_one_clear_message(home, tmp_path, capsys, monkeypatch):
+    from cli_app import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop").symlink_to("loop")
+    assert main(["ingest", "loop"]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"Skipped (1):\n  {tmp_path / 'loop'}: a loop of symbolic links: it leads nowhere\n"
+    assert "0 added" in out
+
+
+def record_parsing(monkeypatch) -> list[str]:
+    """The names of the files parsed from now on, in order."""
+    from store import documents
+    parsed = []
+
+    def recording(reader):
+        return lambda data, path: parsed.append(path.name) or reader(data, path)
+
+    for suffix, reader in documents.READERS.items():
+        monkeypatch.setitem(documents.READERS, suffix, recording(reader))
+    monkeypatch.setattr(documents, "read_jsonl", recording(documents.read_jsonl))
+    return parsed
+
+
+def test_an_unchanged_file_is_not_parsed_again_and_a_jsonl_file_keeps_its_counts(kb, corpus, monkeypatch):
+    from store.catalog import IngestReport
+    from test_documents import write_pdf
+    write_pdf(corpus / "book.pdf", ["Chapter one: the lighthouse keeper.", "Chapter two: the storm."])
+    assert len(kb.ingest([corpus]).added) == 6
+    parsed = record_parsing(monkeypatch)
+    assert kb.ingest([corpus]) == IngestReport(unchanged=6) and parsed == []
+
+    faq = corpus / "faq.jsonl"
+    backup = faq.read_text().splitlines()[0]
+    faq.write_text(backup + "\n" + json.dumps({"id": "faq-vpn", "text": "The VPN needs client version 4."}) + "\n")
+    assert kb.ingest([corpus]) == IngestReport(updated=["faq-vpn"], unchanged=5, chunks=1)
+    assert parsed == ["faq.jsonl"]  # its other line's document now knows the file's new bytes
+    assert kb.ingest([corpus]) == IngestReport(unchanged=6) and parsed == ["faq.jsonl"]
+
+    faq.write_text(json.dumps({"id": "faq-vpn", "text": "The VPN needs client version 4."}) + "\n")
+    assert kb.ingest([corpus]) == IngestReport(unchanged=5, gone=["faq-backup"])
+    parsed.clear()
+    # Unparsed, the file still says that its line faq-backup is gone.
+    assert kb.ingest([corpus]) == IngestReport(unchanged=5, gone=["faq-backup"]) and parsed == []
+    assert kb.ingest([corpus], prune=True) == IngestReport(unchanged=5, removed=["faq-backup"]) and parsed == []
+    assert "faq-backup" not in kb.documents()
+
+
+def test_a_file_half_stored_or_with_bad_lines_is_parsed_again(kb, corpus, monkeypatch):
+    from store.catalog import IngestReport
+    kb.ingest([corpus])
+    parsed = record_parsing(monkeypatch)
+    kb.delete("faq-vpn")  # as an interrupted ingest can leave a file: some of its documents stored
+    assert kb.ingest([corpus]) == IngestReport(added=["faq-vpn"], unchanged=4, chunks=1)
+    assert parsed == ["faq.jsonl"]
+    (corpus / "faq.jsonl").write_text((corpus / "faq.jsonl").read_text() + "{not json\n")
+    problem = (str(corpus / "faq.jsonl"), "line 3: not JSON (Expecting property name enclosed in double quotes)")
+    for _ in range(2):  # its bad line is never stored, so it is parsed each time, and the line said each time
+        parsed.clear()
+        assert kb.ingest([corpus]) == IngestReport(unchanged=5, problems=[problem]) and parsed == ["faq.jsonl"]
+
+
+def without_file_hashes(document, ingested_at):
+    """Chunks as an Apprenti from before file hashes wrote them."""
+    from store.documents import chunk_document
+    chunks = chunk_document(document, ingested_at)
+    for chunk in chunks:
+        del chunk.metadata["file_hash"], chunk.metadata["file_records"]
+    return chunks
+
+
+def test_a_store_without_file_hashes_parses_each_file_once_more(kb, corpus, monkeypatch):
+    from store.catalog import IngestReport
+    with monkeypatch.context() as older:
+        older.setattr("knowledge_base.chunk_document", without_file_hashes)
+        kb.ingest([corpus])
+    before = {chunk_id: (text, metadata) for chunk_id, text, metadata in kb.chunks()}
+    parsed = record_parsing(monkeypatch)
+    assert kb.ingest([corpus]) == IngestReport(unchanged=5)
+    assert sorted(parsed) == ["crepes.txt", "errors.txt", "faq.jsonl", "tea.md"]
+    after = {chunk_id: (text, metadata) for chunk_id, text, metadata in kb.chunks()}
+    assert after["faq-backup#0"][1]["file_records"] == 2
+    assert {chunk_id: (text, {key: value for key, value in metadata.items()
+                              if key not in ("file_hash", "file_records")})
+            for chunk_id, (text, metadata) in after.items()} == before  # the file's hash added, nothing else changed
+    parsed.clear()
+    assert kb.ingest([corpus]) == IngestReport(unchanged=5) and parsed == []

@@ -29,11 +29,12 @@ def start_server(home, *flags, env=None) -> tuple[subprocess.Popen, int]:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory, bundled_models, embeddings):
+def api(tmp_path_factory, bundled_models, embeddings, embedding_exports):
     """One server for the module, on the real bundled model, with two facts in its knowledge base."""
     from knowledge_base import KnowledgeBase
     home = tmp_path_factory.mktemp("api-home")
     (home / "models").mkdir()
+    (home / "models" / "onnx-embeddings").symlink_to(embedding_exports, target_is_directory=True)
     for converted in bundled_models.iterdir():
         (home / "models" / converted.name).symlink_to(converted, target_is_directory=True)
     knowledge_base = KnowledgeBase(home / "chroma_db_store", embeddings)  # written before the server reads
