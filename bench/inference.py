@@ -1,7 +1,7 @@
 """The inference backends side by side on this machine: what picks the fast backend (README, "Fast answers").
 
-    .venv/bin/python bench/inference.py [--parts speed,quality,embeddings] [--skip-tinyllama] [--candidates onnx,...]
-                                                                                       (make bench runs it)
+    .venv/bin/python bench/inference.py [--parts speed,quality,taught,embeddings] [--skip-tinyllama]
+                                        [--candidates onnx,...]                        (make bench runs it)
 
 speed: for the bundled SmolLM2-135M-Instruct and a random model of TinyLlama-1.1B's shape, each candidate in
   a process of its own: load seconds, time to first token on a 300-token prompt, decode tokens/s (128 new
@@ -11,8 +11,14 @@ speed: for the bundled SmolLM2-135M-Instruct and a random model of TinyLlama-1.1
   torch.compile; ONNX Runtime GenAI int4 and int8 (the model builder); llama.cpp (llama-cpp-python, built
   from source at install; the bundled model's own Q4_1 GGUF); CTranslate2 int8; OpenVINO through
   optimum-intel (pip is asked whether it installs beside Apprenti's transformers).
-quality: on the shipped QA set, answer F1 and refusals through Apprenti's own answer path (Assistant.ask)
-  with each APPRENTI_BACKEND (onnx-int8, onnx-int4, transformers).
+quality: on the shipped QA set, through Apprenti's own answer path (Assistant.ask, as `evaluate` asks), with each
+  APPRENTI_BACKEND (onnx-int8, onnx-int4, transformers): answer_contains, answer F1, supported, refusal
+  accuracy; the answers that loop (bench/decoding.py's measure: a run of 4 words three times) or run to the
+  length limit; and the decode tokens/s of those same answers (from each answer's first piece to its last).
+taught: two invented facts of bench/taught_facts.jsonl taught as a user teaches them (`learn`, then one
+  `finetune`, the gate off; a few minutes), then their held-out questions asked closed-book (as
+  bench/teaching.py asks) by the base model and the taught version on each backend; the version's int8 and
+  int4 forms are converted from it on first load, as a user's are. Ends with one table of both parts.
 embeddings: the embedding model in use against ONNX Runtime (fp32, int8) and bf16: chunks/s, vectors moved.
 """
 import argparse
@@ -229,24 +235,118 @@ def print_row(row: dict) -> None:
           f"install {install}", flush=True)
 
 
-# ---------------------------------------------------------------- quality
+# ---------------------------------------------------------------- quality, and a fact taught by fine-tuning
 
-def quality(home: Path) -> None:
-    """Answer F1 and refusals on the shipped QA set, through Assistant.ask, on each backend."""
+TAUGHT_FACTS = 2  # of bench/taught_facts.jsonl, taught in one fine-tuning: a few minutes here
+
+
+class DecodeClock:
+    """Stands in for an Assistant where evaluation.evaluate.score_question asks it: each answer the model makes
+    is kept with its tokens and the seconds from its first piece to its last, so the decode speed is that of
+    the very answers scored (the prompt's reading left out)."""
+
+    def __init__(self, assistant):
+        self.assistant, self.answers = assistant, []
+
+    def ask(self, question: str, **options):
+        times = []
+        answer = self.assistant.ask(question, on_text=lambda piece: times.append(time.perf_counter()), **options)
+        if not answer.refused:  # the assistant's own refusal asked no model
+            self.answers.append({"text": answer.answer, "tokens": answer.completion_tokens,
+                                 "seconds": times[-1] - times[0] if len(times) > 1 else 0.0})
+        return answer
+
+
+def quality(home: Path) -> dict[str, dict]:
+    """On the shipped QA set, through Assistant.ask as `evaluate` asks it, on each backend: answer_contains,
+    answer F1, supported and refusal accuracy; the answers that loop (bench/decoding.py's measure) or run to
+    the length limit; and the decode tokens/s of those same answers."""
+    from bench.decoding import loops
     from common.config import BACKENDS, Settings
     from evaluation.evaluate import answer_scores, score_question
     from evaluation.qa_set import SHIPPED_QA, read_qa_set
     from rag_module import Assistant
     questions, _ = read_qa_set(SHIPPED_QA)
+    results = {}
     for backend in BACKENDS:
-        settings = Settings.load(home=home, backend=backend)
-        assistant = Assistant(settings, log_answers=False)
-        started = time.perf_counter()
-        rows = [score_question(assistant, question) for question in questions]
-        scores = answer_scores(rows)
-        print(f"quality, {backend:<13} ({assistant.model.name}, {assistant.model.dtype}): "
-              + ", ".join(f"{name} {value}" for name, value in scores.items())
-              + f"  ({len(rows)} questions, {time.perf_counter() - started:.0f} s)", flush=True)
+        assistant = Assistant(Settings.load(home=home, backend=backend), log_answers=False)
+        assistant.model  # loaded (and converted, the first time) before the clock starts
+        clock, started = DecodeClock(assistant), time.perf_counter()
+        rows = [score_question(clock, question) for question in questions]
+        seconds = time.perf_counter() - started
+        made = clock.answers
+        timed = [answer for answer in made if answer["seconds"] > 0]
+        results[backend] = {
+            **answer_scores(rows), "model": f"{assistant.model.name}, {assistant.model.dtype}",
+            "questions": len(rows), "answerable": sum(row["answerable"] for row in rows), "made": len(made),
+            "loops": sum(loops(answer["text"]) for answer in made),
+            "at_limit": sum(answer["tokens"] >= assistant.answer_tokens - 1 for answer in made),
+            "decode_tok_s": sum(a["tokens"] - 1 for a in timed) / sum(a["seconds"] for a in timed),
+            "answer_tokens": sum(answer["tokens"] for answer in made) / len(made), "seconds": seconds, "rows": rows}
+        result = results[backend]
+        print(f"quality, {backend:<13} ({result['model']}): answer_contains {result['answer_contains']:.3f}, "
+              f"answer_f1 {result['answer_f1']:.3f}, supported {result['supported']:.3f}, refusal_accuracy "
+              f"{result['refusal_accuracy']:.3f} (answered rightly {result['answered_rightly']:.3f}, refused "
+              f"rightly {result['refused_rightly']:.3f}); of the model's {len(made)} answers {result['loops']} "
+              f"loop, {result['at_limit']} run to the {assistant.answer_tokens}-token limit, "
+              f"{result['answer_tokens']:.0f} tokens on average; decode {result['decode_tok_s']:.1f} tok/s "
+              f"({len(rows)} questions, {seconds:.0f} s)", flush=True)
+    return results
+
+
+def taught(scratch: Path, bundled: Path) -> dict[str, dict]:
+    """Facts taught as a user teaches them (`learn`, then `finetune`, the gate off: one fine-tuning), then
+    their held-out questions (bench/taught_facts.jsonl, in other words than any training question) asked
+    closed-book, as bench/teaching.py asks them, by the base model and the taught version on each backend:
+    the version's converted forms are made in its folder on first load, as a user's would be."""
+    from bench.teaching import FACTS, closed_book, right
+    from common.config import BACKENDS, Settings
+    from rag_module import Assistant
+    home = scratch / "taught"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / bundled.name).symlink_to(bundled)
+    facts = [json.loads(line) for line in FACTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    facts = facts[:TAUGHT_FACTS]
+    questions = [question for fact in facts for question in fact["questions"]]
+
+    def asked(label: str) -> dict[str, dict]:
+        results = {}
+        for backend in BACKENDS:
+            assistant = Assistant(Settings.load(home=home, backend=backend), log_answers=False)
+            answers = [(question, closed_book(assistant, question), reference) for question, reference in questions]
+            results[backend] = {"right": sum(right(answer, reference) for _, answer, reference in answers),
+                                "questions": len(answers)}
+            print(f"taught facts, {label}, {backend} ({assistant.model.name}, {assistant.model.dtype}): "
+                  f"{results[backend]['right']}/{len(answers)}", flush=True)
+            for question, answer, reference in answers:
+                mark = "ok" if right(answer, reference) else "NO"
+                print(f"    {mark}  {question} -> {' '.join(answer.split())[:110]}", flush=True)
+        return results
+
+    before = asked("base model")
+    environment = {**os.environ, "APPRENTI_HOME": str(home), "APPRENTI_GATE": "false"}
+    for fact in facts:
+        subprocess.run([sys.executable, str(ROOT / "cli_app.py"), "learn", fact["entry"]], env=environment,
+                       check=True)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "cli_app.py"), "finetune"], env=environment, check=True)
+    print(f"taught {len(facts)} facts: `finetune` took {time.perf_counter() - started:.0f} s", flush=True)
+    after = asked("taught version")
+    return {backend: {**after[backend], "before": before[backend]["right"]} for backend in BACKENDS}
+
+
+def table(qualities: dict[str, dict], facts: dict[str, dict]) -> None:
+    """Both parts' figures, one row a backend, as the README shows them."""
+    print("\n| backend | answer_contains | answer F1 | supported | refusal accuracy | degenerate answers | tok/s | "
+          "taught-fact questions right |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for backend in qualities or facts:
+        scores, recalled = qualities.get(backend), facts.get(backend)
+        cells = ([f"{scores['answer_contains']:.3f}", f"{scores['answer_f1']:.3f}", f"{scores['supported']:.3f}",
+                  f"{scores['refusal_accuracy']:.3f}", f"{scores['loops']}/{scores['made']}",
+                  f"{scores['decode_tok_s']:.1f}"] if scores else [""] * 6)
+        cells.append(f"{recalled['right']}/{recalled['questions']} (base model {recalled['before']})"
+                     if recalled else "")
+        print(f"| {backend} | " + " | ".join(cells) + " |")
 
 
 def embeddings(scratch: Path) -> None:
@@ -313,7 +413,7 @@ def embeddings(scratch: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="speed,quality,embeddings")
+    parser.add_argument("--parts", default="speed,quality,taught,embeddings")
     parser.add_argument("--skip-tinyllama", action="store_true")
     parser.add_argument("--candidates", default="", help="e.g. llama.cpp,onnx (default: all)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -338,8 +438,10 @@ def main() -> None:
                 from run_all import tinyllama_shaped
                 speed("TinyLlama-1.1B-shaped", tinyllama_shaped(scratch / "tinyllama", bundled), None, scratch,
                       arguments.candidates)
-        if "quality" in parts:
-            quality(home)
+        qualities = quality(home) if "quality" in parts else {}
+        facts = taught(scratch, bundled) if "taught" in parts else {}
+        if qualities or facts:
+            table(qualities, facts)
         if "embeddings" in parts:
             embeddings(scratch)
 

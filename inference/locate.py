@@ -62,18 +62,23 @@ def from_cache_or_hub(model: str) -> Path | None:
         return Path(model).expanduser().resolve()
     if model.startswith(("/", "./", "../", "~")):
         raise ApprentiError(f"the model folder {model} does not exist")
-    from huggingface_hub import snapshot_download
-    # The local cache first: the hub is probed (a connection of up to 3 s) only for a model not cached.
-    for from_hub in (False, True):
-        if from_hub and not hub_reachable():
-            break
-        try:
-            folder = Path(snapshot_download(model, allow_patterns=MODEL_FILES, local_files_only=not from_hub))
-        except Exception:  # not cached, not found, refused: all mean "not from here"
-            continue
-        if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+    # The local cache first: the hub is probed (a connection of up to 3 s) only for a model not found there, and
+    # its library (0.4 s to import) is not imported for a model that is in neither.
+    if cached(model):
+        folder = snapshot(model, local_files_only=True)
+        if folder is not None:
             return folder
-    return None
+    return snapshot(model) if hub_reachable() else None
+
+
+def snapshot(model: str, **options) -> Path | None:
+    """The model's folder in the hub's cache, downloaded first unless `local_files_only`; None where that fails."""
+    from huggingface_hub import snapshot_download
+    try:
+        folder = Path(snapshot_download(model, allow_patterns=MODEL_FILES, **options))
+    except Exception:  # not cached, not found, refused: all mean "not from here"
+        return None
+    return folder if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")) else None
 
 
 def cached(model: str) -> bool:
