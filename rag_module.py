@@ -89,6 +89,8 @@ class Assistant:
 
     def reload_model(self) -> None:
         """Forget the loaded model, so the next question loads the champion."""
+        if hasattr(self._model, "close"):
+            self._model.close()  # the ONNX backend's decoder, once the answers it is making are made
         self._model = None
 
     def follow_champion(self) -> None:

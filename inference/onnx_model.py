@@ -1,4 +1,6 @@
-"""Fast answers on CPU: a model converted once to ONNX with int8 (or int4) weights, run by ONNX Runtime GenAI.
+"""Fast answers on CPU: a model converted once to ONNX with int8 (or int4) weights by ONNX Runtime GenAI's model
+builder, and run by ONNX Runtime through inference/batching.py, which decodes concurrent requests together
+(the tokens of each are those ONNX Runtime GenAI's own generator gives it alone: tests/test_batching.py).
 
 Measured by `bench/inference.py` (README, "Fast answers"): int8 decodes 4.7x faster than transformers' bf16
 on the bundled model and answers the QA set as well; a fact taught by fine-tuning survives the conversion.
@@ -17,6 +19,7 @@ torch nor transformers: the prompts come from inference/tokenizer.py's FolderTok
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -153,17 +156,14 @@ class OnnxChatModel(Prompts):
         return read_record(folder / CONVERSION)
 
     def __init__(self, source: ModelSource, folder: Path):
-        import onnxruntime_genai as og
+        from inference.batching import BatchDecoder
         started = time.perf_counter()
         self.source, self.name, self.version = source, source.name, source.version
         try:
-            config = og.Config(str(folder))
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": {
-                "intra_op_num_threads": threads()}}}}))
-            self.model = og.Model(config)
-            self.decoder = og.Tokenizer(self.model)  # streams the answer's text, piece by piece
+            # One decoder for every answer of this process: the API's concurrent requests decode together.
+            self.batch = BatchDecoder(folder, threads=threads())
             self.tokenizer = self.prompts = FolderTokenizer(folder)
-            self.context_window = json.loads((folder / "genai_config.json").read_text())["model"]["context_length"]
+            self.context_window = self.batch.geometry.context
         except Exception as error:  # the runtime's own errors have no common class but Exception
             raise ApprentiError(f"cannot load the converted model in {folder}: {error}") from None
         self.device, self.dtype = "cpu", self.conversion(folder).get("precision", "onnx")
@@ -172,23 +172,22 @@ class OnnxChatModel(Prompts):
     def stream(self, input_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
                decoding: Decoding | None = None):
         """Yield the continuation of `input_ids` piece by piece: greedy, or sampled when `temperature` > 0,
-        as `decoding` says (by default CLOSED_BOOK: no passages to copy). Each token is made
-        when the consumer asks for it, so a consumer that stops (Ctrl-C) stops it."""
-        import onnxruntime_genai as og
+        as `decoding` says (by default CLOSED_BOOK: no passages to copy). The tokens are made beside other
+        requests' (inference/batching.py); a consumer that stops (Ctrl-C, a client gone) takes its request out
+        at the next step. Raises QueueFull when as many requests wait as the queue holds."""
         decoding = decoding or CLOSED_BOOK
-        params = og.GeneratorParams(self.model)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=decoding.top_p) if temperature > 0 else {}
-        params.set_search_options(max_length=len(input_ids) + max_new_tokens, **sampling)
-        generator = og.Generator(self.model, params)
-        generator.append_tokens(input_ids)
-        pieces, answer = self.decoder.create_stream(), []
-        while not generator.is_done():
-            if decoding.adjusts:  # the runtime's own penalty would count the prompt's tokens too
-                logits = generator.get_logits()
-                adjust(logits.reshape(-1), input_ids, answer, decoding)
-                generator.set_logits(logits)
-            generator.generate_next_token()
-            answer.append(int(generator.get_next_tokens()[0]))
-            piece = pieces.decode(answer[-1])
-            if piece:
-                yield piece
+        # the runtime's own penalty would count the prompt's tokens too
+        hook = functools.partial(adjust, decoding=decoding) if decoding.adjusts else None
+        answer, said = [], ""
+        with self.batch.submit(input_ids, max_new_tokens, temperature, decoding.top_p, hook) as tokens:
+            for token in tokens:
+                answer.append(token)
+                text = self.prompts.decode(answer, skip_special_tokens=True)
+                # the whole answer decoded again: a character cut between two tokens waits for its end
+                if text.startswith(said) and len(text) > len(said) and not text.endswith("\ufffd"):
+                    yield text[len(said):]
+                    said = text
+
+    def close(self) -> None:
+        """Take no more requests; the decoder's worker ends once the answers it is making are made."""
+        self.batch.close(drain=True)

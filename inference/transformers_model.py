@@ -22,6 +22,7 @@ class ChatModel(Prompts):
         self.version = source.version
         self.model, self.tokenizer = load_causal_lm(source.path, adapters=source.adapters)
         self.prompts = TransformersTokenizer(self.tokenizer)
+        self.generating = threading.Lock()  # one generation at a time: a server's requests take turns
         self.load_seconds = time.perf_counter() - started
 
     @property
@@ -75,12 +76,13 @@ class ChatModel(Prompts):
                 failure.append(error)
                 streamer.end()
 
-        worker = threading.Thread(target=generate, daemon=True)
-        worker.start()
-        try:
-            yield from streamer
-        finally:
-            cancelled.set()
-            worker.join()
+        with self.generating:
+            worker = threading.Thread(target=generate, daemon=True)
+            worker.start()
+            try:
+                yield from streamer
+            finally:
+                cancelled.set()
+                worker.join()
         if failure:
             raise failure[0]

@@ -6,8 +6,9 @@ question, its earlier turns and its system message go into the prompt (and the e
 retrieval), the sources come back in an extra field ("sources"), and a question nothing relevant answers is
 refused. /v1/completions continues a text as `complete` does. The model "apprenti" is the one in use (the
 champion, or the base model with --base); the base model can also be asked for by name, and each model is
-loaded on its first request and kept. One generation runs at a time: concurrent requests wait their turn, and
-a client that goes away, waiting or streaming, ends its own.
+loaded on its first request and kept. Concurrent requests are decoded together (the ONNX backend's batch,
+inference/batching.py; transformers answers one at a time); when as many wait as its queue holds, a request is
+answered 503 with Retry-After; a client that goes away, waiting or streaming, ends its own.
 
 Without an API key, only this machine may call the API: a request must name it in its Host header, so that a
 web page that points its own name at 127.0.0.1 (DNS rebinding) is refused. With or without a key, a browser
@@ -38,6 +39,7 @@ from starlette.exceptions import HTTPException
 
 from common.config import Settings
 from common.errors import ApprentiError
+from inference.batching import QueueFull
 from rag_module import Answer, Assistant
 
 MAX_BODY_BYTES = 1_000_000  # a question with its history; bigger bodies are refused before they are read
@@ -288,10 +290,12 @@ async def unless_client_leaves(request: Request, waited: Awaitable[T]) -> T:
 
 
 class Answerer:
-    """The models behind one lock: one generation at a time, the others waiting their turn. Two assistants at
-    most, each loaded on its first question and kept, so that requests alternating between models reload
-    nothing: the one in use (following the champion, as `ask` does), and the base model while another one is
-    in use."""
+    """The models, and the requests they answer together. Two assistants at most, each loaded on its first
+    question and kept, so that requests alternating between models reload nothing: the one in use (following
+    the champion, as `ask` does), and the base model while another one is in use. The lock covers choosing and
+    loading them; the answers themselves run at once, and the model decodes them together (the ONNX backend's
+    batch, inference/batching.py, whose bounded queue answers 503 when full; transformers answers one at a
+    time)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -313,33 +317,43 @@ class Answerer:
         return names[1] if model == MODEL_IN_USE else model
 
     def assistant(self, version: str) -> Assistant:
-        """The assistant of `version`, one of `models()` (call it holding the lock)."""
+        """The assistant of `version`, one of `models()` (its models not loaded yet)."""
         from inference.versions import BASE, Versions
-        if version == Versions(self.settings).in_use():
-            return self.in_use
-        if self.base is None:
-            self.base = Assistant(self.settings, source=Versions(self.settings).source(BASE),
-                                  knowledge_base=self.in_use.knowledge_base)
-        return self.base
+        with self.lock:
+            if version == Versions(self.settings).in_use():
+                return self.in_use
+            if self.base is None:
+                self.base = Assistant(self.settings, source=Versions(self.settings).source(BASE),
+                                      knowledge_base=self.in_use.knowledge_base)
+            return self.base
+
+    def ready(self, version: str) -> Assistant:
+        """The assistant of `version` with its model and embedding model loaded: one request loads them, the
+        others wait for it."""
+        assistant = self.assistant(version)
+        with self.lock:
+            assistant.follow_champion()
+            assistant.model  # noqa: B018 (loaded once, here)
+            if assistant.knowledge_base.count_chunks():
+                assistant.knowledge_base.embeddings  # noqa: B018
+        return assistant
 
     def answer(self, version: str, question: str, options: dict, generation: Generation) -> Reply:
         """`options` are those of Assistant.ask."""
-        with self.lock:
-            generation.check()  # a client gone while waiting its turn costs nothing more
-            assistant = self.assistant(version)
-            answer = assistant.ask(question, on_text=generation.on_text, **options)
-            allowed = min(options["max_new_tokens"] or assistant.answer_tokens, assistant.answer_tokens)
-            length_reached = not answer.refused and answer.completion_tokens >= allowed
-            return Reply(answer, "length" if length_reached else "stop")
+        generation.check()  # a client gone while waiting its turn costs nothing more
+        assistant = self.ready(version)
+        answer = assistant.ask(question, on_text=generation.on_text, **options)
+        allowed = min(options["max_new_tokens"] or assistant.answer_tokens, assistant.answer_tokens)
+        length_reached = not answer.refused and answer.completion_tokens >= allowed
+        return Reply(answer, "length" if length_reached else "stop")
 
     def complete(self, version: str, text: str, options: dict, generation: Generation) -> Reply:
         """`options` are those of Assistant.complete."""
-        with self.lock:
-            generation.check()
-            assistant = self.assistant(version)
-            answer = assistant.complete(text, on_text=generation.on_text, **options)
-            allowed = min(options["max_new_tokens"] or assistant.answer_tokens, assistant.answer_tokens)
-            return Reply(answer, "length" if answer.completion_tokens >= allowed else "stop")
+        generation.check()
+        assistant = self.ready(version)
+        answer = assistant.complete(text, on_text=generation.on_text, **options)
+        allowed = min(options["max_new_tokens"] or assistant.answer_tokens, assistant.answer_tokens)
+        return Reply(answer, "length" if answer.completion_tokens >= allowed else "stop")
 
 
 def conversation(messages: list[Message]) -> tuple[str | None, list[dict], str]:
@@ -467,6 +481,12 @@ def create_app(settings: Settings, api_key: str | None = None):
     @app.exception_handler(ApprentiError)
     async def refused(request: Request, error: ApprentiError):
         return api_error(400, str(error))
+
+    @app.exception_handler(QueueFull)
+    async def busy(request: Request, error: QueueFull):
+        response = api_error(503, str(error), kind="server_busy", code="queue_full")
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, error: ClientGone):

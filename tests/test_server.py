@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from common.config import DEFAULT_BACKEND
+from common.config import DEFAULT_BACKEND, Settings
 from conftest import ROOT, free_port, run_cli, wait_for_port
 
 MASCOT = "The Apprenti project's mascot is a blue heron called Pim."
@@ -354,3 +354,20 @@ def test_a_port_in_use_is_one_clear_message(home):
         busy = run_cli("serve", "--port", str(taken.getsockname()[1]), timeout=60)
     assert busy.returncode == 1 and "cannot serve on 127.0.0.1" in busy.stderr and "Traceback" not in busy.stderr
     assert "OpenAI-compatible API" not in busy.stdout  # no address announced that does not answer
+
+
+def test_a_full_queue_is_answered_503_with_when_to_retry(home, monkeypatch):
+    """The ONNX backend's queue is bounded (tests/test_batching.py): a client told 503 knows when to come back."""
+    from fastapi.testclient import TestClient
+    from inference.batching import QueueFull
+    from server import api
+
+    def full(*arguments, **options):
+        raise QueueFull(7)
+    monkeypatch.setattr(api.Answerer, "answer", full)
+    with TestClient(api.create_app(Settings.load()), base_url="http://127.0.0.1") as client:
+        for stream in (False, True):
+            response = client.post("/v1/chat/completions", json={
+                "model": "apprenti", "stream": stream, "messages": [{"role": "user", "content": "Hello?"}]})
+            assert response.status_code == 503 and response.headers["retry-after"] == "7"
+            assert response.json()["error"]["code"] == "queue_full"
