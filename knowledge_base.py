@@ -89,7 +89,10 @@ class KnowledgeBase:
         compared with, under a threshold tuned for the first. A store without a record takes the model's."""
         recorded, current = self.collection.metadata or {}, embedding_record(embeddings)
         if "embedding_fingerprint" not in recorded or not self.count_chunks():
-            self.collection.modify(metadata=current)
+            try:
+                self.collection.modify(metadata=current)
+            except Exception:  # a read-only store is read as it is; its first write says what is wrong
+                pass
         elif not same_model(json.loads(recorded["embedding_fingerprint"]), json.loads(current["embedding_fingerprint"])):
             raise ApprentiError(
                 f"the knowledge base in {self.server_url or self.directory} was embedded with "

@@ -6,13 +6,7 @@ import sys
 import pexpect
 
 from common.config import DEFAULT_BACKEND, DEFAULT_RELEVANCE_THRESHOLD, Settings
-from conftest import ROOT, run_cli as _run_cli
-import time as _time
-def run_cli(*a, **k):
-    t=_time.time(); r=_run_cli(*a, **k)
-    print(f"\nTIMING {_time.time()-t:7.1f}s {a[:4]}", flush=True)
-    if a and a[0]=='finetune': print("STDOUT", r.stdout, "\nSTDERR", r.stderr[-6000:], flush=True)
-    return r
+from conftest import ROOT, run_cli
 from rag_module import Assistant
 from test_documents import write_pdf
 
@@ -62,9 +56,10 @@ def test_an_unanswerable_question_is_refused(real_model, kb):
     assert ask_json("Qui a gagné la Coupe du monde de football en 1998 ?")["answer"].startswith("Je ne sais pas")
 
 
-def gate_questions(home, answerable: int = 9, unanswerable: int = 3) -> None:
+def gate_questions(home, answerable: int = 3, unanswerable: int = 3) -> None:
     """A part of the shipped QA set as the user's own (data/eval_qa.jsonl), so that the gate's evaluations
-    take a minute here: the gate evaluates on it exactly as on the whole set."""
+    take half a minute here: the gate evaluates on it exactly as on the whole set (a question refused for
+    want of a passage costs nothing, an answered one about a second)."""
     lines = (ROOT / "evaluation" / "qa_set.jsonl").read_text().splitlines()
     chosen = [line for line in lines if json.loads(line)["answers"]][:answerable]
     chosen += [line for line in lines if not json.loads(line)["answers"]][:unanswerable]
@@ -77,14 +72,20 @@ def test_a_taught_fact_is_answered_at_once_then_by_the_model_itself_and_a_run_th
     gate_questions(real_model)
     assert run_cli("learn", FACT).returncode == 0
     assert run_cli("learn", "Pim the heron lives by Lake Quillmoor.").returncode == 0
+    # The knowledge base as it stays to the end: the gate's report of a version depends on it, so the reckless
+    # run below is judged against the champion's report made when it was promoted, not a second evaluation
+    assert run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.").returncode == 0
     # At once, from the knowledge base, citing the entry; the model itself does not know it
     answer = ask_json("Which code does the Zorblax guild use?")
     assert "tangerine-47" in answer["answer"] and answer["sources"][0]["source"] == "learning_data.txt", answer
     assert "tangerine-47" not in ask_json("--no-rag", "What is the Zorblax guild's secret code?")["answer"]
 
     # Fine-tuning teaches it: asked in other words than any it was trained on, closed-book, and the gate
-    # (against the base model) sees the taught facts answered and general questions kept.
-    finetune = run_cli("finetune", env=gate, timeout=1500)
+    # (against the base model) sees the taught facts answered and general questions kept. One pass over the
+    # questions at twice the default learning rate: 13 steps where the default takes 25 (80 s less here);
+    # both teach the facts at seed 0 and neither at seeds 1 and 2 (general questions: 18/20 kept, 20/20 with
+    # the default; 17/20 allowed).
+    finetune = run_cli("finetune", "--epochs", "1", "--learning-rate", "2e-3", env=gate, timeout=1500)
     assert finetune.returncode == 0, finetune.stderr
     assert "Taught facts answered without the knowledge base, asked in other words: 0% -> " in finetune.stdout
     assert "against base: no metric regressed. It is now the model in use." in finetune.stdout, finetune.stdout
@@ -99,18 +100,20 @@ def test_a_taught_fact_is_answered_at_once_then_by_the_model_itself_and_a_run_th
     assert promoted["verdict"] == "promoted" and promoted["gate"]["champion"] == "base"
     assert promoted["metrics"]["facts_answered"] >= 0.5 and promoted["metrics"]["ppl_general"] > 1
     assert promoted["metrics"]["general_free_of_facts"] == 1.0
-    assert (real_model / "reports" / promoted["id"] / "comparison.png").stat().st_size > 1000
-    run_cli("add", "--id", "mascot", "The Apprenti project's mascot is a blue heron called Pim.")
+    champion_report = real_model / "reports" / promoted["id"] / "report.json"
+    assert (champion_report.parent / "comparison.png").stat().st_size > 1000
+    evaluated = champion_report.read_text()
     answer = ask_json("What is the mascot of the Apprenti project?")
     after = run_cli("complete", FACT_START)
 
-    # Every weight trained at a learning rate far too high (10 steps are plenty): it forgets how to speak,
-    # and is refused.
-    reckless = run_cli("finetune", "--method", "full", "--learning-rate", "1e-2", "--max-steps", "10", "--force",
+    # Every weight trained at a learning rate far too high (one step is plenty: the model answers nothing
+    # after it): it forgets how to speak, and is refused.
+    reckless = run_cli("finetune", "--method", "full", "--learning-rate", "1e-2", "--max-steps", "1", "--force",
                        env=gate, timeout=1500)
     assert reckless.returncode == 0, reckless.stderr
     assert "The gate refused version" in reckless.stdout and "general_answered" in reckless.stdout, reckless.stdout
     assert f"The model in use stays {promoted['id']}" in reckless.stdout
+    assert champion_report.read_text() == evaluated  # the champion's report was reused, not made again
     listed = json.loads(run_cli("models", "list", "--json").stdout)
     assert [(v["verdict"], v["champion"]) for v in listed] == [("base", False), ("promoted", True), ("refused", False)]
     assert run_cli("complete", FACT_START).stdout == after.stdout  # the champion, as before
@@ -179,12 +182,18 @@ def test_the_menu_end_to_end_in_a_terminal(real_model, tmp_path):
         menu.sendline("")
         menu.expect_exact("in learning_data.txt (1 entries): questions about it are answered from it now")
 
+        # Fine-tuning starts with its progress bar; Ctrl-C, which the terminal sends to the training process
+        # too, stops it and leaves no version. (The `finetune` command, which menu 4 shares, fine-tunes the
+        # bundled model to the end in the test above.)
         menu.expect_exact("Your choice (1-9): ")
         menu.sendline("4")
         menu.expect(r"Training SmolLM2-135M-Instruct \(bundled\) \(facts, \w+ on cpu\) on 1 new entries: (\d+) steps")
         steps = menu.match.group(1)
         menu.expect(rf"\d+/{steps} \[")  # the progress bar
-        menu.expect(r"Version v\d{8}-\d{6}\S* is now the model in use", timeout=600)
+        menu.sendcontrol("c")
+        menu.expect_exact("Stopped: back to the menu.")
+        assert "Traceback" not in menu.before
+        assert not list((real_model / "models" / "versions").glob("*"))
 
         menu.expect_exact("Your choice (1-9): ")
         menu.sendline("1")
