@@ -82,9 +82,9 @@ def test_a_taught_fact_is_answered_at_once_then_by_the_model_itself_and_a_run_th
 
     # Fine-tuning teaches it: asked in other words than any it was trained on, closed-book, and the gate
     # (against the base model) sees the taught facts answered and general questions kept. One pass over the
-    # questions at twice the default learning rate: 13 steps where the default takes 25 (80 s less here);
-    # both teach the facts at seed 0 and neither at seeds 1 and 2 (general questions: 18/20 kept, 20/20 with
-    # the default; 17/20 allowed).
+    # questions at twice the default learning rate, 13 steps where the default takes 25 (80 s less here): at
+    # seed 0 it teaches both facts and keeps 18 of the 20 general questions (the default: 20, the gate allows
+    # 17); at seeds 1 and 2 neither it nor the default teaches Pim's lake.
     finetune = run_cli("finetune", "--epochs", "1", "--learning-rate", "2e-3", env=gate, timeout=1500)
     assert finetune.returncode == 0, finetune.stderr
     assert "Taught facts answered without the knowledge base, asked in other words: 0% -> " in finetune.stdout
