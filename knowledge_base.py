@@ -27,7 +27,7 @@ from store.catalog import DocumentRecord, IngestReport, is_gone, read_documents,
 from store.documents import (MAX_ID_LENGTH, Chunk, SourceDocument, Unreadable, chunk_document, chunk_id, content_hash,
                              find_files, parse_file, read_bytes, real_path)
 from store.hybrid_search import Passage, hybrid_search
-from store.embeddings import embeddings_for, fingerprint, same_model
+from store.embeddings import PROBES, embeddings_for, fingerprint, same_model
 from store.vector_store import COLLECTION, next_collection, open_collection, server_slug, swap_in_next
 
 EMBEDDING_BATCH = 128  # chunks embedded together, then written with the documents they complete
@@ -373,10 +373,9 @@ class KnowledgeBase:
 
 def embedding_record(embeddings) -> dict:
     """What a store records of the model that made its vectors (store/embeddings.py)."""
-    probes = fingerprint(embeddings)
+    vectors = embeddings.embed_documents(list(PROBES))
     return {"embedding_model": str(getattr(embeddings, "name", type(embeddings).__name__)),
-            "embedding_dimension": len(embeddings.embed_query("dimension")),
-            "embedding_fingerprint": json.dumps(probes)}
+            "embedding_dimension": len(vectors[0]), "embedding_fingerprint": json.dumps(fingerprint(vectors))}
 
 
 def batched(items, size):

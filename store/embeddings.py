@@ -266,10 +266,10 @@ def read_json(path: Path):
         return {}
 
 
-def fingerprint(embeddings) -> list[float]:
-    """A few components of the probes' vectors: enough to tell two models apart, small enough to keep in the
+def fingerprint(probe_vectors: list[list[float]]) -> list[float]:
+    """A few components of the PROBES' vectors: enough to tell two models apart, small enough to keep in the
     store's metadata."""
-    return [round(value, 5) for vector in embeddings.embed_documents(list(PROBES)) for value in vector[:16]]
+    return [round(value, 5) for vector in probe_vectors for value in vector[:16]]
 
 
 def same_model(recorded: list[float], current: list[float]) -> bool:
